@@ -2,7 +2,7 @@
 
 Vectorized rejection sampling on the host: draw all negatives at once, test membership with a
 binary search over the sorted (user * n_items + item) keys of the training set, redraw only the
-rejected ones. An epoch of Gowalla (822k triplets) samples in tens of milliseconds.
+rejected ones. An epoch of Gowalla (822k triplets) samples in about 0.1 s on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: in
   """
   users, items = train.to_pairs()
   n = users.size
-  perm = rng.permutation(n)
-  users, items = users[perm], items[perm]
+  # negatives are drawn in (sorted) user order, then shuffled with the positives: the same
+  # distribution, and the binary searches of the rejection test run ~4x faster on sorted queries
   neg = sampler.sample(users, rng)
+  perm = rng.permutation(n)
+  users, items, neg = users[perm], items[perm], neg[perm]
   steps = n // batch_size if drop_remainder else -(-n // batch_size)
   total = steps * batch_size
   mask = np.ones(total, dtype=bool)

@@ -1,0 +1,13 @@
+"""amazon_cd x neumf, BPR by default (--config.method=til_ui|til_mi|... for the others).
+
+Run:  python -m experiments.main --config=configs/amazon_cd_neumf.py --workdir=runs/amazon_cd_neumf
+      (append :quick or :cpu to the config path for the shorter budgets in configs/default.py)
+Expected result and time: see RESULTS.md / BUILD_NOTES.md for the measured runs of this cell;
+the paper's protocol (default budget) runs up to 3000 epochs with patience 100.
+"""
+
+from configs.base import make
+
+
+def get_config(arg=None):
+  return make("amazon_cd", "neumf", arg)

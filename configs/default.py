@@ -1,0 +1,92 @@
+"""Shared defaults for every run. Dataset x backbone configs import this and change a few fields.
+
+Paper protocol (sec. 5.4): Adam, Xavier init, embedding 64, batch 5000, one negative per
+positive, up to 3000 epochs with early stopping after 100 epochs without a better valid
+Recall@20. `get_config("quick")` is a short CPU budget for smoke runs.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "bpr"           # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr
+  c.budget = "paper"         # paper | cpu | quick: recorded in every result file
+  c.export_embeddings = False
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "gowalla"    # gowalla | amazon-cd | ml-100k | lastfm-2k | lastfm-360k | synthetic
+  c.data.path = ""           # a pre-split folder (train/valid/test .txt[.gz]); overrides name
+  c.data.root = ""           # looked in before $TIL_DATA_DIR and ~/.cache/til_jax
+  c.data.split = "split-811-seed0"
+  c.data.noise = "none"      # none | pos | neg | both  (robustness study, sec. 5.6.2)
+  c.data.noise_rate = 0.5
+  c.data.noise_seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mf"
+  c.model.dim = 64
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.l2 = 1e-4          # on the batch's ego embedding rows, per triplet
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 5000
+  c.train.epochs = 3000
+  c.train.patience = 100
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 10
+  c.eval.ks = (20,)
+  c.eval.metric = "recall@20"
+  c.eval.chunk = 256
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 10
+  c.checkpoint.keep = 2
+  c.checkpoint.overwrite = False
+
+  c.til = ml_collections.ConfigDict()
+  c.til.alpha = 1.0          # Eq. 6 cluster-term scale (paper grid {1e-2, 1e-1, 1, 5, 10})
+  c.til.gamma = 1e-4         # Eq. 11 clustering-loss weight (paper grid {1e-4 .. 1e-1})
+  c.til.tau = 1.0            # Eq. 7 temperature
+  c.til.n_clusters = 60      # K (paper 5.4)
+  c.til.pretrain_epochs = 500  # plain BPR epochs before clustering starts (paper 5.4)
+  c.til.refresh_every = 10   # hard memberships refreshed every N steps (paper 5.4)
+  c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
+  c.til.eta_every = 10       # eta_u recomputed exactly every N steps (1 = every step, slower)
+  c.til.lr_look = 1e-3       # lookahead SGD step (Eq. 15)
+  c.til.gen_lr = 1e-3        # OPT_Lambda (Adam)
+  c.til.gen_l2 = 0.0
+  c.til.outer_batch = "fresh"  # fresh | same | valid
+  c.til.meta_fraction = 0.5  # outer_batch=valid: share of valid used for the outer loss
+  c.til.activation = "sigmoid"
+  c.til.weight_norm = "none"
+  c.til.clip_max = 5.0
+  c.til.temperature = 1.0
+  c.til.reduction = "mean"
+  c.til.first_order = False
+
+  if arg == "quick":
+    apply_quick(c)
+  return c
+
+
+def apply_quick(c) -> None:
+  """A budget that fits a 2-core CPU in minutes: fewer epochs, frequent evaluation."""
+  c.budget = "quick"
+  c.train.epochs = 100
+  c.train.patience = 30
+  c.eval.every = 10
+  c.til.pretrain_epochs = 20
+
+
+def apply_cpu(c) -> None:
+  """The `cpu` budget of the experiments: 200 epochs, patience 50, pre-training 50."""
+  c.budget = "cpu"
+  c.train.epochs = 200
+  c.train.patience = 50
+  c.eval.every = 10
+  c.til.pretrain_epochs = 50

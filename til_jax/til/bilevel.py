@@ -1,0 +1,154 @@
+"""The bilevel TIL step (paper 4.4, Eq. 12-15), as small pure functions composed with jax.grad.
+
+Per mini-batch (DESIGN.md "TIL, as we implement it"):
+  1. state s_t from the current representations under stop-gradient (Eq. 5 or 6);
+     weights w_t = post(f(s_t; Lambda)) (Eq. 3)
+  2. inner loss J_in(Theta, Lambda) = reduce_t w_t * BPR_t(Theta) + l2 (+ gamma * L_c for MI)
+  3. lookahead Theta~(Lambda) = Theta - lr_look * grad_Theta J_in(Theta, Lambda)   (Eq. 15)
+  4. outer loss J_out(Theta~) = unweighted mean BPR on the outer batch                (Eq. 12/13)
+     grad_Lambda J_out(Theta~(Lambda)) by jax.grad straight through step 3 (Eq. 14)
+  5. Lambda <- OPT_Lambda; Theta <- OPT_Theta on J_in with the updated weights.
+
+`first_order=True` evaluates the outer gradient at Theta instead of Theta~ (the DARTS-style
+first-order approximation): it drops the term lr_look * H_out * (Theta~ - Theta) of the exact
+hypergradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from til_jax import objectives
+from til_jax.til import clustering, states
+from til_jax.til.weight_generator import WeightGenerator, activate, postprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class TILSettings:
+  """Static settings of the TIL step (hashable; from `config.til`)."""
+
+  interest: str = "uni"          # uni | multi | multi_kmeans
+  alpha: float = 1.0             # Eq. 6 scaling of the cluster terms
+  gamma: float = 1e-4            # Eq. 11 weight of the clustering loss
+  tau: float = 1.0               # Eq. 7 Student-t temperature
+  lr_look: float = 1e-3          # Eq. 14-15 lookahead learning rate (the paper's second alpha)
+  activation: str = "sigmoid"    # Eq. 3 output: sigmoid | softplus | exp
+  weight_norm: str = "none"      # none | mean | clip | softmax
+  clip_max: float = 5.0
+  temperature: float = 1.0
+  reduction: str = "mean"        # mean | sum
+  first_order: bool = False
+  l2: float = 1e-4
+  eta_every: int = 1             # recompute eta_u every N steps (1 = exact at every step)
+  refresh_every: int = 10        # hard memberships (and T) refreshed every N steps
+  kmeans_iters: int = 5          # Lloyd iterations per refresh for multi_kmeans
+
+
+def generator(model) -> WeightGenerator:
+  return WeightGenerator(hidden=model.repr_dim)
+
+
+def init_generator(key, model):
+  """Lambda: the weight generator's parameters for states of size 2 * repr_dim."""
+  return generator(model).init(key, jnp.zeros((1, 2 * model.repr_dim)))
+
+
+def triplet_state(model, params, ctx, batch, settings: TILSettings, prefix: str = ""):
+  """s_t [B, 2r] for the batch, computed under stop-gradient (Eq. 5 / Eq. 6)."""
+  p = jax.lax.stop_gradient(params)
+  users, pos, neg = batch[prefix + "users"], batch[prefix + "pos"], batch[prefix + "neg"]
+  u, i, j = model.triplet_repr(p["model"], ctx["graph"], users, pos, neg)
+  eta = ctx["eta"][users]
+  if settings.interest == "uni":
+    return states.uni_interest_state(u, i, j, eta)
+  centres = p["centres"] if "centres" in p else ctx["centres"]
+  mu_i, mu_j = centres[ctx["membership"][pos]], centres[ctx["membership"][neg]]
+  return states.multi_interest_state(u, i, j, eta, mu_i, mu_j, settings.alpha)
+
+
+def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Array:
+  """w [B] = post(act(f(s; Lambda)))  (Eq. 3 and the post-processing option)."""
+  logits = generator(model).apply(gen_params, s)
+  w = activate(logits, settings.activation)
+  return postprocess(w, logits, mask, settings.weight_norm, settings.clip_max, settings.temperature)
+
+
+def batch_scores(model, model_params, graph, users, pos, neg):
+  u, i, j = model.triplet_repr(model_params, graph, users, pos, neg)
+  return model.pair_score(model_params, u, i), model.pair_score(model_params, u, j)
+
+
+def cluster_loss(model, params, ctx, settings: TILSettings) -> jax.Array:
+  """gamma * KL(T || Q) over all items (Eq. 9, 11); T is the target held since the last refresh."""
+  if settings.interest != "multi" or settings.gamma == 0.0:
+    return jnp.zeros(())
+  _, items = model.represent(params["model"], ctx["graph"])
+  q = clustering.soft_assignment(items, params["centres"], settings.tau)
+  return settings.gamma * clustering.kl_loss(ctx["target"], q)
+
+
+def inner_loss(params, weights, model, ctx, batch, settings: TILSettings):
+  """J_in(Theta, w) = reduce_t w_t * BPR_t + l2 * ||batch rows||^2 / 2 (+ gamma * L_c)."""
+  mp = params["model"]
+  pos_s, neg_s = batch_scores(model, mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
+  loss = objectives.weighted_bpr_loss(pos_s, neg_s, weights, batch["mask"], settings.reduction)
+  reg = settings.l2 * model.l2(mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
+  return loss + reg + cluster_loss(model, params, ctx, settings)
+
+
+def lookahead(params, weights, model, ctx, batch, settings: TILSettings):
+  """Theta~ = Theta - lr_look * grad_Theta J_in(Theta, w)   (Eq. 15), a plain SGD step."""
+  g = jax.grad(inner_loss)(params, weights, model, ctx, batch, settings)
+  return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
+
+
+def outer_loss(params, model, ctx, batch) -> jax.Array:
+  """J_out = unweighted mean BPR on the outer batch (keys "o_users", "o_pos", "o_neg")."""
+  pos_s, neg_s = batch_scores(model, params["model"], ctx["graph"], batch["o_users"],
+                              batch["o_pos"], batch["o_neg"])
+  return objectives.bpr_loss(pos_s, neg_s, batch.get("o_mask"))
+
+
+def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSettings):
+  """d J_out(Theta~(Lambda)) / d Lambda (Eq. 14), exact through the lookahead by default.
+
+  Returns (J_out value, gradient pytree like gen_params)."""
+  def objective(gp):
+    w = triplet_weights(model, gp, s, batch["mask"], settings)
+    theta_tilde = lookahead(params, w, model, ctx, batch, settings)
+    if settings.first_order:
+      # Linearise J_out around Theta: J_out(Theta) + <grad J_out(Theta), Theta~ - Theta>.
+      g_out = jax.grad(outer_loss)(params, model, ctx, batch)
+      delta = jax.tree.map(lambda a, b: a - b, theta_tilde, params)
+      lin = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_out), jax.tree.leaves(delta)))
+      return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch)) + lin
+    return outer_loss(theta_tilde, model, ctx, batch)
+  return jax.value_and_grad(objective)(gen_params)
+
+
+def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
+               tx: optax.GradientTransformation, gen_tx: optax.GradientTransformation,
+               settings: TILSettings) -> tuple[Any, Any, Any, Any, dict]:
+  """One full bilevel step: update Lambda by the hypergradient, then Theta by OPT_Theta on the
+  weighted inner loss with the new weights. Returns the new (params, opt_state, gen_params,
+  gen_opt_state) and step metrics."""
+  s = triplet_state(model, params, ctx, batch, settings)
+  j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, settings)
+  upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
+  gen_params = optax.apply_updates(gen_params, upd)
+  w = jax.lax.stop_gradient(triplet_weights(model, gen_params, s, batch["mask"], settings))
+  loss, grads = jax.value_and_grad(inner_loss)(params, w, model, ctx, batch, settings)
+  upd, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, upd)
+  m = batch["mask"].astype(w.dtype)
+  n = jnp.maximum(m.sum(), 1.0)
+  w_mean = jnp.sum(w * m) / n
+  metrics = {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
+             "w_std": jnp.sqrt(jnp.sum(m * (w - w_mean) ** 2) / n),
+             "hypergrad_norm": optax.global_norm(g_gen), "grad_norm": optax.global_norm(grads)}
+  return params, opt_state, gen_params, gen_opt_state, metrics

@@ -1,0 +1,65 @@
+"""Checkpoints through one small module over orbax.checkpoint.CheckpointManager (STYLE.md 8).
+
+Two managers under the workdir: `checkpoints/` (the latest `keep` saves, for resuming) and
+`best/` (the best-valid state). Each save holds the whole TrainState (both optax states) and a
+JSON record of the loop (epoch, best metric, patience counter, history). Restores go into an
+abstract target built with jax.eval_shape, so shapes and dtypes are checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, keep: int = 2):
+    self.latest = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.best = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "best")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  def save(self, epoch: int, state, meta: dict, best: bool = False) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    self.latest.save(epoch, args=args, force=True)
+    if best:
+      self.best.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    self.wait()
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  @staticmethod
+  def _restore(manager, abstract_state):
+    """The newest restorable step of `manager`, falling back to older ones when a save is
+    incomplete or corrupt (reported in one line each)."""
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        out = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return out.state, out.meta
+      except Exception as e:  # noqa: BLE001 - any failure means this save is unusable
+        logging.warning("checkpoint %s/%d is unreadable (%s: %s); trying an older one",
+                        manager.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+    return None, None
+
+  def restore_latest(self, abstract_state):
+    return self._restore(self.latest, abstract_state)
+
+  def restore_best(self, abstract_state):
+    return self._restore(self.best, abstract_state)
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def abstract_like(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)

@@ -1,0 +1,98 @@
+"""Config validation: one-line errors naming the field and the allowed values."""
+
+from __future__ import annotations
+
+import json
+
+from til_jax.errors import ConfigError
+
+METHODS = ("bpr", "til_ui", "til_mi", "til_mik", "aobpr", "wbpr", "pris", "tce", "rce", "tce_bpr",
+           "rce_bpr")
+BACKBONES = ("mf", "neumf", "lightgcn", "mgccf")
+CHOICES = {
+    "til.outer_batch": ("fresh", "same", "valid"),
+    "til.activation": ("sigmoid", "softplus", "exp"),
+    "til.weight_norm": ("none", "mean", "clip", "softmax"),
+    "til.reduction": ("mean", "sum"),
+    "data.noise": ("none", "pos", "neg", "both"),
+    "eval.metric": None,
+}
+POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.every", "eval.chunk",
+                "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
+                "til.eta_every", "til.refresh_every")
+POSITIVE_FLOAT = ("optim.lr", "til.lr_look", "til.gen_lr", "til.tau", "til.temperature")
+NONNEG_FLOAT = ("optim.l2", "til.gamma", "til.gen_l2", "til.alpha")
+# Fields that do not change what a run computes: a resumed run may change them.
+VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def validate(config) -> None:
+  method = config.get("method")
+  if method not in METHODS:
+    raise ConfigError(f"config.method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+  backbone = _get(config, "model.name")
+  if backbone not in BACKBONES:
+    raise ConfigError(f"config.model.name: unknown backbone {backbone!r}; allowed: "
+                      f"{', '.join(BACKBONES)}")
+  for field, allowed in CHOICES.items():
+    v = _get(config, field)
+    if allowed is not None and v is not None and v not in allowed:
+      raise ConfigError(f"config.{field}: {v!r} is not allowed; allowed: {', '.join(allowed)}")
+  for field in POSITIVE_INT:
+    v = _get(config, field)
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+      raise ConfigError(f"config.{field}: must be a positive integer, got {v!r}")
+  for field in POSITIVE_FLOAT:
+    v = _get(config, field)
+    if v is not None and not (float(v) > 0):
+      raise ConfigError(f"config.{field}: must be > 0, got {v!r}")
+  for field in NONNEG_FLOAT:
+    v = _get(config, field)
+    if v is not None and not (float(v) >= 0):
+      raise ConfigError(f"config.{field}: must be >= 0, got {v!r}")
+  ks = _get(config, "eval.ks")
+  if not ks or any((not isinstance(k, int)) or k <= 0 for k in ks):
+    raise ConfigError(f"config.eval.ks: must be a non-empty list of positive integers, got {ks!r}")
+  if config.eval.metric.split("@")[0] not in ("recall", "ndcg", "precision", "hitrate") or \
+      int(config.eval.metric.split("@")[1]) not in ks:
+    raise ConfigError(f"config.eval.metric: {config.eval.metric!r} must be one of recall|ndcg|"
+                      f"precision|hitrate @ a k in config.eval.ks {list(ks)}")
+  frac = _get(config, "til.meta_fraction")
+  if frac is not None and not 0.0 < float(frac) < 1.0:
+    raise ConfigError(f"config.til.meta_fraction: must be in (0, 1), got {frac!r}")
+
+
+def check_against_data(config, dataset) -> None:
+  if config.method in ("til_mi", "til_mik") and config.til.n_clusters > dataset.n_items:
+    raise ConfigError(f"config.til.n_clusters: {config.til.n_clusters} is larger than the number "
+                      f"of items ({dataset.n_items})")
+  kmax = max(config.eval.ks)
+  if kmax > dataset.n_items:
+    raise ConfigError(f"config.eval.ks: k={kmax} is larger than the number of items "
+                      f"({dataset.n_items})")
+
+
+def identity(config) -> dict:
+  """The flattened config fields that define what a run computes (VOLATILE ones left out)."""
+  flat = {}
+
+  def walk(node, prefix):
+    for k, v in node.items():
+      key = f"{prefix}{k}"
+      if any(key == f or key.startswith(f + ".") for f in VOLATILE):
+        continue
+      if hasattr(v, "items"):
+        walk(v, key + ".")
+      else:
+        flat[key] = json.loads(json.dumps(v, default=str))
+  walk(config, "")
+  return flat

@@ -1,0 +1,293 @@
+"""The epoch loop: train, evaluate on valid, keep the best, stop early, resume after a kill.
+
+`train_and_evaluate(config, workdir)` is the one library call behind `experiments.main`.
+A whole epoch runs as one jit-compiled `lax.scan` over its steps (no host round-trip per step);
+metrics come back to the host once per epoch. The host draws the epoch's triplets with a NumPy
+generator seeded by (seed, epoch), and step keys are fold_in(key, step), so a resumed run
+replays exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from til_jax.data.dataset import CSR
+from til_jax.data.registry import load_dataset
+from til_jax.errors import ConfigError, NonFiniteError
+from til_jax.evaluation import Evaluator
+from til_jax.models import make_model
+from til_jax.train import config_check
+from til_jax.train.checkpoint import Checkpointer, abstract_like
+from til_jax.train.methods import make_method
+from til_jax.train.state import TrainState
+
+log = logging.getLogger("til_jax")
+
+
+def model_scores(model, params, users):
+  """Evaluator score function: params = (model_params, reprs)."""
+  model_params, reprs = params
+  return model.full_scores(model_params, reprs, users)
+
+
+def split_meta(dataset, fraction: float, seed: int):
+  """Splits valid per user into a meta part (for a validation outer loss) and a selection part
+  (for early stopping and model selection), so the data that trains Lambda never selects the
+  model. Test is untouched. Returns the dataset with valid = selection part, extras["meta"]."""
+  users, items = dataset.valid.to_pairs()
+  rng = np.random.default_rng([seed, 7_777])
+  meta = rng.random(users.size) < fraction
+  mk = lambda m: CSR.from_pairs(users[m], items[m], dataset.n_users, dataset.n_items)
+  return dataset.replace(valid=mk(~meta), extras={**dataset.extras, "meta": mk(meta),
+                                                  "valid_full": dataset.valid})
+
+
+def build(config):
+  """Everything a run needs, from a validated config: (dataset, model, method, tx, consts)."""
+  dataset = load_dataset(config.data)
+  if config.data.get("noise", "none") != "none":
+    from til_jax.data.noise import inject_noise
+    dataset = inject_noise(dataset, config.data.noise, float(config.data.noise_rate),
+                           int(config.data.get("noise_seed", config.seed)))
+  if config.method.startswith("til") and config.til.outer_batch == "valid":
+    dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
+  config_check.check_against_data(config, dataset)
+  model = make_model(config.model, dataset.n_users, dataset.n_items)
+  tx = optax.adam(float(config.optim.lr))
+  method = make_method(config.method, model, dataset, tx, config)
+  users, items = dataset.train.to_pairs()
+  consts = {"graph": model.prepare(dataset), "train_users": jnp.asarray(users),
+            "train_items": jnp.asarray(items)}
+  return dataset, model, method, tx, consts
+
+
+def init_state(config, model, method, tx) -> TrainState:
+  key = jax.random.key(int(config.seed))
+  k_model, k_method = jax.random.split(key)
+  params = {"model": model.init(k_model)}
+  params, gen_params, aux = method.init(k_method, params)
+  gen_opt_state = method.gen_tx.init(gen_params) if method.gen_tx is not None else {}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    gen_params=gen_params, gen_opt_state=gen_opt_state, aux=aux)
+
+
+def make_epoch_fn(method):
+  """jit(scan(update)) per phase; the state is donated (updated in place)."""
+  @functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
+  def run_epoch(state, batches, consts, phase):
+    return jax.lax.scan(lambda s, b: method.update(s, b, consts, phase), state, batches)
+  return run_epoch
+
+
+class _Signals:
+  """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the epoch and exits."""
+
+  def __init__(self):
+    self.received = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:  # second signal: give up at once
+      raise KeyboardInterrupt
+    self.received = signal.Signals(signum).name
+    log.warning("%s received: finishing the epoch, saving a checkpoint, then exiting",
+                self.received)
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _check_workdir(config, workdir: str) -> None:
+  """Refuses to mix runs: an existing workdir must hold the same config (less checkpoint and
+  logging fields), unless config.checkpoint.overwrite is set."""
+  path = os.path.join(workdir, "config.json")
+  new = config_check.identity(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("identity") != new and not config.checkpoint.overwrite:
+      diff = sorted(k for k in set(old.get("identity", {})) | set(new)
+                    if old.get("identity", {}).get(k) != new.get(k))
+      raise ConfigError(f"{workdir}: holds a run with a different config (fields: "
+                        f"{', '.join(diff[:5])}); use another --workdir or "
+                        "--config.checkpoint.overwrite=True")
+    if old.get("identity") != new and config.checkpoint.overwrite:
+      import shutil
+      for sub in ("checkpoints", "best", "metrics.jsonl", "metrics.json"):
+        p = os.path.join(workdir, sub)
+        shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (
+            os.path.exists(p) and os.remove(p))
+  _atomic_json(path, {"identity": new, "config": json.loads(config.to_json_best_effort())})
+
+
+def _atomic_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _progress(total: int, initial: int):
+  if sys.stderr.isatty():
+    try:
+      from tqdm import tqdm
+      return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)
+    except ImportError:
+      pass
+  return None
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config.method` on `config.data` with `config.model`, early-stopped on valid
+  Recall@20, and evaluates the best-valid parameters on test. Resumes from `workdir`.
+
+  Returns the final metrics dict (also written to workdir/metrics.json)."""
+  config_check.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir(config, workdir)
+  t_setup = time.time()
+  dataset, model, method, tx, consts = build(config)
+  log.info("%s | backbone %s | method %s", dataset.summary(), model.name, method.name)
+  ks = tuple(config.eval.ks)
+  metric = config.eval.metric
+  valid_ev = Evaluator(dataset, "valid", ks=ks, chunk=int(config.eval.chunk))
+  test_ds = dataset.replace(valid=dataset.extras["valid_full"]) if "valid_full" in dataset.extras \
+      else dataset
+  test_ev = Evaluator(test_ds, "test", ks=ks, chunk=int(config.eval.chunk))
+  score_fn = functools.partial(model_scores, model)
+  represent = jax.jit(model.represent)
+
+  def evaluate(state, ev):
+    mp = state.params["model"]
+    return ev(score_fn, (mp, represent(mp, consts["graph"])))
+
+  state = init_state(config, model, method, tx)
+  ckpt = Checkpointer(workdir, keep=int(config.checkpoint.keep))
+  abstract = abstract_like(state)
+  restored, meta = ckpt.restore_latest(abstract)
+  if restored is not None:
+    state = restored
+    log.info("resumed from %s at epoch %d", os.path.join(workdir, "checkpoints"), meta["epoch"])
+  else:
+    meta = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0}
+  run_epoch = make_epoch_fn(method)
+  base_seed = int(config.seed)
+  every, patience = int(config.eval.every), int(config.train.patience)
+  max_epochs = int(config.train.epochs)
+  jsonl = os.path.join(workdir, "metrics.jsonl")
+  if restored is None and os.path.exists(jsonl):
+    os.remove(jsonl)
+  bar = _progress(max_epochs, meta["epoch"])
+  log.info("setup %.1fs", time.time() - t_setup)
+  stop_reason = "max_epochs"
+  with _Signals() as sigs:
+    while meta["epoch"] < max_epochs:
+      epoch = meta["epoch"]
+      t0 = time.time()
+      state = method.on_epoch_start(state, epoch, consts)
+      batches = method.epoch_batches(epoch, np.random.default_rng([base_seed, epoch]))
+      step0 = int(state.step)
+      state, metrics = run_epoch(state, batches, consts, method.phase(epoch))
+      metrics = jax.device_get(metrics)
+      losses = np.asarray(metrics["loss"])
+      bad = ~np.isfinite(losses)
+      if "grad_norm" in metrics:
+        bad |= ~np.isfinite(np.asarray(metrics["grad_norm"]))
+      if bad.any():
+        first = int(np.argmax(bad))
+        good = losses[:first][np.isfinite(losses[:first])]
+        ckpt.close()
+        raise NonFiniteError(
+            f"non-finite loss or gradient at epoch {epoch + 1}, step "
+            f"{step0 + first + 1} (loss {losses[first]}); last finite loss "
+            f"{good[-1] if good.size else 'none this epoch'}; the last good checkpoint in "
+            f"{os.path.join(workdir, 'checkpoints')} is kept")
+      seconds = time.time() - t0
+      meta["train_seconds"] += seconds
+      meta["epoch"] = epoch + 1
+      record = {"epoch": epoch + 1, "seconds": round(seconds, 3), "phase": method.phase(epoch),
+                **{k: float(np.mean(v)) for k, v in metrics.items()}}
+      is_best = False
+      if (epoch + 1) % every == 0 or epoch + 1 == max_epochs:
+        te = time.time()
+        valid = evaluate(state, valid_ev)
+        record["valid"] = valid
+        record["eval_seconds"] = round(time.time() - te, 3)
+        if valid[metric] > meta["best"]:
+          meta.update(best=valid[metric], best_epoch=epoch + 1, bad_epochs=0)
+          is_best = True
+        else:
+          meta["bad_epochs"] += every
+      with open(jsonl, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      line = (f"epoch {epoch + 1:4d} loss {record['loss']:.4f} {seconds:.2f}s"
+              + (f" | valid {metric} {record['valid'][metric]:.4f}" if "valid" in record else "")
+              + (f" w {record['w_mean']:.3f}+-{record['w_std']:.3f}" if "w_mean" in record else ""))
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix_str(line.split(" ", 2)[2])
+      else:
+        log.info(line)
+      done = meta["bad_epochs"] >= patience
+      if is_best or done or sigs.received or (epoch + 1) % int(config.checkpoint.every) == 0 \
+          or epoch + 1 == max_epochs:
+        ckpt.save(epoch + 1, state, meta, best=is_best)
+      if done:
+        stop_reason = f"early stop: no better valid {metric} for {patience} epochs"
+        break
+      if sigs.received:
+        ckpt.close()
+        if bar is not None:
+          bar.close()
+        log.warning("stopped by %s after epoch %d; run the same command to resume",
+                    sigs.received, epoch + 1)
+        raise SystemExit(128 + getattr(signal, sigs.received))
+  if bar is not None:
+    bar.close()
+  best_state, best_meta = ckpt.restore_best(abstract)
+  if best_state is None:
+    best_state, best_meta = state, meta
+  ckpt.close()
+  final = {
+      "dataset": dataset.name, "backbone": model.name, "method": method.name,
+      "seed": int(config.seed), "best_epoch": int(meta["best_epoch"]), "epochs": int(meta["epoch"]),
+      "train_seconds": round(meta["train_seconds"], 2), "stop": stop_reason,
+      "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
+      "budget": config.get("budget", ""),
+  }
+  _atomic_json(os.path.join(workdir, "metrics.json"), final)
+  if config.export_embeddings:
+    export_embeddings(model, best_state, consts, workdir)
+  return final
+
+
+def export_embeddings(model, state, consts, workdir: str) -> None:
+  """embeddings/user.npy and item.npy (float32) with scores = user @ item.T (dot backbones)."""
+  u, i = jax.device_get(jax.jit(model.represent)(state.params["model"], consts["graph"]))
+  out = os.path.join(workdir, "embeddings")
+  os.makedirs(out, exist_ok=True)
+  for name, arr in (("user", u), ("item", i)):
+    tmp = os.path.join(out, f".{name}.tmp.npy")
+    np.save(tmp, np.asarray(arr, np.float32))
+    os.replace(tmp, os.path.join(out, f"{name}.npy"))

@@ -1,0 +1,234 @@
+"""Training methods by name (`config.method`): BPR, the TIL family, and the baselines.
+
+A method owns three things:
+  * `init(key, params)` -> (params, gen_params, aux): its extra state;
+  * `epoch_batches(epoch, rng)` -> dict of host arrays [steps, B] (its sampler);
+  * `update(state, batch, consts, phase)` -> (state, metrics): one pure step, scanned over an
+    epoch inside jit; `phase(epoch)` picks a variant (TIL-MI pre-trains with plain BPR);
+  * `on_epoch_start(state, epoch, consts)` -> state: host-side hooks (K-means initialisation).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from til_jax import objectives
+from til_jax.data.dataset import CSR, Dataset
+from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+from til_jax.errors import ConfigError
+from til_jax.til import bilevel, clustering, states
+from til_jax.train.state import TrainState
+
+
+def batch_scores(model, model_params, graph, users, pos, neg):
+  return bilevel.batch_scores(model, model_params, graph, users, pos, neg)
+
+
+def bpr_objective(params, model, graph, batch, l2: float):
+  """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2."""
+  mp = params["model"]
+  pos_s, neg_s = batch_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
+  return (objectives.bpr_loss(pos_s, neg_s, batch["mask"])
+          + l2 * model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"]))
+
+
+def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
+  upd, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, upd)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **extra_metrics}
+  return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
+class BPR:
+  """Plain BPR: one fresh uniform negative per positive each epoch."""
+
+  name = "bpr"
+
+  def __init__(self, model, dataset: Dataset, tx, config):
+    self.model, self.dataset, self.tx, self.config = model, dataset, tx, config
+    self.l2 = float(config.optim.l2)
+    self.batch_size = int(config.train.batch_size)
+    self.sampler = UniformNegativeSampler(dataset.train)
+
+  def init(self, key, params):
+    return params, {}, {}
+
+  def make_gen_tx(self):
+    return None
+
+  def phase(self, epoch: int) -> str:
+    return "main"
+
+  def on_epoch_start(self, state, epoch: int, consts):
+    return state
+
+  def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
+    return epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+
+  def bpr_update(self, state: TrainState, batch, consts):
+    loss, grads = jax.value_and_grad(bpr_objective)(state.params, self.model, consts["graph"],
+                                                    batch, self.l2)
+    return apply_grads(state, self.tx, loss, grads)
+
+  def update(self, state, batch, consts, phase: str):
+    return self.bpr_update(state, batch, consts)
+
+
+class TIL(BPR):
+  """Triplet Importance Learning: til_ui (Eq. 5), til_mi (Eq. 6 + end-to-end clustering) and
+  til_mik (Eq. 6 with K-means centres recomputed at every refresh; paper Fig. 7)."""
+
+  INTEREST = {"til_ui": "uni", "til_mi": "multi", "til_mik": "multi_kmeans"}
+
+  def __init__(self, model, dataset, tx, config, name: str):
+    super().__init__(model, dataset, tx, config)
+    self.name = name
+    c = config.til
+    self.settings = bilevel.TILSettings(
+        interest=self.INTEREST[name], alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
+        lr_look=float(c.lr_look), activation=c.activation, weight_norm=c.weight_norm,
+        clip_max=float(c.clip_max), temperature=float(c.temperature), reduction=c.reduction,
+        first_order=bool(c.first_order), l2=self.l2, eta_every=int(c.eta_every),
+        refresh_every=int(c.refresh_every), kmeans_iters=int(c.kmeans_iters))
+    self.n_clusters = int(c.n_clusters)
+    self.outer_batch = c.outer_batch
+    self.pretrain_epochs = int(c.pretrain_epochs) if self.settings.interest != "uni" else 0
+    self.gen_lr = float(c.gen_lr)
+    self.gen_l2 = float(c.gen_l2)
+    if self.outer_batch == "valid":
+      self.meta = dataset.extras.get("meta")
+      if self.meta is None:
+        raise ConfigError("config.til.outer_batch=valid needs a meta split of valid "
+                          "(set config.til.meta_fraction > 0)")
+      self.meta_sampler = UniformNegativeSampler(dataset.train.union(self.meta))
+
+  def make_gen_tx(self):
+    return optax.adamw(self.gen_lr, weight_decay=self.gen_l2) if self.gen_l2 else optax.adam(self.gen_lr)
+
+  def init(self, key, params):
+    k_gen, _ = jax.random.split(key)
+    gen_params = bilevel.init_generator(k_gen, self.model)
+    r = self.model.repr_dim
+    aux = {"eta": jnp.zeros((self.model.n_users, r), jnp.float32)}
+    if self.settings.interest != "uni":
+      aux["membership"] = jnp.zeros((self.model.n_items,), jnp.int32)
+      aux["target"] = jnp.zeros((self.model.n_items, self.n_clusters), jnp.float32)
+      aux["ready"] = jnp.zeros((), jnp.bool_)
+      centres = jnp.zeros((self.n_clusters, r), jnp.float32)
+      if self.settings.interest == "multi":
+        params = {**params, "centres": centres}
+      else:
+        aux["centres"] = centres
+    return params, gen_params, aux
+
+  def phase(self, epoch: int) -> str:
+    return "pretrain" if epoch < self.pretrain_epochs else "main"
+
+  def on_epoch_start(self, state: TrainState, epoch: int, consts):
+    """At the end of pre-training: K-means (k-means++) once on the item representations."""
+    if self.settings.interest == "uni" or epoch < self.pretrain_epochs or bool(state.aux["ready"]):
+      return state
+    _, items = self.model.represent(state.params["model"], consts["graph"])
+    key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 10_000_019)
+    centres = clustering.kmeans(key, items, self.n_clusters)
+    params, aux = dict(state.params), dict(state.aux)
+    if self.settings.interest == "multi":
+      params["centres"] = centres
+    else:
+      aux["centres"] = centres
+    aux["membership"] = clustering.hard_membership(items, centres)
+    aux["target"] = clustering.target_distribution(
+        clustering.soft_assignment(items, centres, self.settings.tau))
+    aux["ready"] = jnp.ones((), jnp.bool_)
+    return state.replace(params=params, aux=aux)
+
+  def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
+    b = super().epoch_batches(epoch, rng)
+    if self.outer_batch == "same":
+      outer = {k: b[k] for k in ("users", "pos", "neg", "mask")}
+    elif self.outer_batch == "fresh":
+      outer = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+    elif self.outer_batch == "valid":
+      outer = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
+    else:
+      raise ConfigError(f"config.til.outer_batch: {self.outer_batch!r}; allowed: fresh, same, valid")
+    outer = {k: v[: b["users"].shape[0]] for k, v in outer.items()}
+    b.update({"o_" + k: v for k, v in outer.items()})
+    return b
+
+  def refresh(self, state: TrainState, consts) -> TrainState:
+    """eta_u every `eta_every` steps; memberships, T (and K-means centres for til_mik) every
+    `refresh_every` steps. All exact recomputations from the current representations."""
+    s = self.settings
+    aux = dict(state.aux)
+    model_params = jax.lax.stop_gradient(state.params["model"])
+
+    def eta_fn(_):
+      _, items = self.model.represent(model_params, consts["graph"])
+      return states.user_interest(items, consts["train_users"], consts["train_items"],
+                                  self.model.n_users)
+    aux["eta"] = jax.lax.cond(state.step % s.eta_every == 0, eta_fn, lambda _: aux["eta"], None)
+    if s.interest != "uni":
+      def clus_fn(_):
+        _, items = self.model.represent(model_params, consts["graph"])
+        if s.interest == "multi":
+          centres = jax.lax.stop_gradient(state.params["centres"])
+        else:
+          centres = clustering.lloyd(items, aux["centres"], s.kmeans_iters)
+        q = clustering.soft_assignment(items, centres, s.tau)
+        return centres, clustering.hard_membership(items, centres), clustering.target_distribution(q)
+      keep = (aux.get("centres", jnp.zeros(())) if s.interest != "multi" else
+              jax.lax.stop_gradient(state.params["centres"]))
+      centres, aux["membership"], aux["target"] = jax.lax.cond(
+          state.step % s.refresh_every == 0, clus_fn,
+          lambda _: (keep, aux["membership"], aux["target"]), None)
+      if s.interest == "multi_kmeans":
+        aux["centres"] = centres
+    return state.replace(aux=aux)
+
+  def update(self, state: TrainState, batch, consts, phase: str):
+    if phase == "pretrain":
+      return self.bpr_update(state, batch, consts)
+    state = self.refresh(state, consts)
+    ctx = {"graph": consts["graph"], **state.aux}
+    params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
+        state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
+        batch, self.tx, self.gen_tx, self.settings)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+
+
+def sample_pairs(pairs: CSR, sampler: UniformNegativeSampler, rng: np.random.Generator,
+                 shape: tuple[int, int]) -> dict:
+  """[steps, B] (user, item, negative) drawn uniformly with replacement from `pairs`."""
+  users, items = pairs.to_pairs()
+  idx = rng.integers(0, users.size, size=shape[0] * shape[1])
+  u, i = users[idx], items[idx]
+  j = sampler.sample(u, rng)
+  return {"users": u.reshape(shape).astype(np.int32), "pos": i.reshape(shape).astype(np.int32),
+          "neg": j.reshape(shape), "mask": np.ones(shape, bool)}
+
+
+METHODS = {"bpr": BPR, "til_ui": TIL, "til_mi": TIL, "til_mik": TIL}
+
+
+def register(name: str, cls) -> None:
+  METHODS[name] = cls
+
+
+def make_method(name: str, model, dataset, tx, config):
+  if name not in METHODS:
+    try:  # the baselines register themselves on import
+      import til_jax.baselines  # noqa: F401
+    except ImportError:
+      pass
+  if name not in METHODS:
+    raise ConfigError(f"config.method: unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
+  cls = METHODS[name]
+  m = cls(model, dataset, tx, config, name) if cls is TIL or issubclass(cls, TIL) else cls(
+      model, dataset, tx, config)
+  m.gen_tx = m.make_gen_tx()
+  return m
