@@ -5,12 +5,19 @@ import os
 
 import numpy as np
 import pytest
-from conftest import data_path
 
 from til_jax.data import preprocess as pp
 from til_jax.data.readers import Interactions, read_interactions
 from til_jax.data.registry import load_raw, load_split_folder
 from til_jax.errors import ConfigError, InputError
+
+DATA_DIR = os.environ.get("TIL_DATA_DIR",
+                          os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def data_path(*parts):
+  """A path under the staged data folder (the same rule as tests/conftest.py)."""
+  return os.path.join(DATA_DIR, *parts)
 
 
 def inter(users, items, ratings=None, ts=None, src="mem"):

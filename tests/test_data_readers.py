@@ -1,17 +1,25 @@
 """Readers: every supported format on small fixtures, bad input -> InputError("<file>:<line>: ...")."""
 
 import gzip
+import logging
 import os
 import re
 
 import numpy as np
 import pytest
-from conftest import data_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from til_jax.data.readers import detect_format, read_interactions, read_split_dir, read_user_lines
 from til_jax.errors import ConfigError, InputError
+
+DATA_DIR = os.environ.get("TIL_DATA_DIR",
+                          os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def data_path(*parts):
+  """A path under the staged data folder (the same rule as tests/conftest.py)."""
+  return os.path.join(DATA_DIR, *parts)
 
 
 def write(tmp_path, name, content, gz=False):
@@ -61,7 +69,8 @@ def test_movielens(tmp_path):
 def test_csv_tsv_string_ids(tmp_path):
   p = write(tmp_path, "x.csv", 'userId,movieId,rating,timestamp\nA,"m1",4.5,10\nB,m2,2,11\nA,m2,5,12\n')
   r = read_interactions(p)
-  assert r.users.tolist() == ["A", "B", "A"] and r.items.tolist() == ["m1", "m2", "m2"]
+  assert r.user_values().tolist() == ["A", "B", "A"] and r.item_values().tolist() == ["m1", "m2", "m2"]
+  assert r.users.tolist() == [0, 1, 0] and r.user_vocab.tolist() == ["A", "B"]
   assert r.ratings.tolist() == [4.5, 2, 5] and r.timestamps.tolist() == [10, 11, 12]
   p = write(tmp_path, "x.tsv", "user_id\titem_id\textra\n10\t7\tfoo\n2\t7\tbar\n")
   r = read_interactions(p)
@@ -72,7 +81,7 @@ def test_recbole(tmp_path):
   p = write(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
             "196\t242\t3\t881250949\nu7\t302\t4\t891717742\n")
   r = read_interactions(p)
-  assert r.users.tolist() == ["196", "u7"] and r.items.tolist() == [242, 302]
+  assert r.user_values().tolist() == ["196", "u7"] and r.items.tolist() == [242, 302]
   assert r.ratings.tolist() == [3, 4]
 
 
@@ -83,17 +92,21 @@ def test_lastfm_2k(tmp_path):
   assert r.plays.tolist() == [13883, 11690, 1] and r.ratings is None
 
 
-def test_lastfm_360k(tmp_path):
+def test_lastfm_360k(tmp_path, caplog):
   sha = "00000c289a1829a808ac09c00daf10bc3c4e223b"
   p = write(tmp_path, "usersha1-artmbid-artname-plays.tsv",
             f"{sha}\t3bd73256-3905-4f3a-97e2-8b341527f805\tbetty blowtorch\t2137\n"
             f"{sha}\t\tdie Ärzte\t1099\n"
             f"ffff\t3bd73256-3905-4f3a-97e2-8b341527f805\tbetty blowtorch\t5\n")
   r = read_interactions(p)
-  assert r.users.tolist() == [sha, sha, "ffff"]
-  assert r.items.tolist() == ["3bd73256-3905-4f3a-97e2-8b341527f805", "name:die Ärzte",
-                              "3bd73256-3905-4f3a-97e2-8b341527f805"]
+  assert r.user_values().tolist() == [sha, sha, "ffff"]
+  assert r.item_values().tolist() == ["3bd73256-3905-4f3a-97e2-8b341527f805", "name:die Ärzte",
+                                      "3bd73256-3905-4f3a-97e2-8b341527f805"]
   assert r.plays.tolist() == [2137, 1099, 5]
+  p = write(tmp_path, "b.tsv", f"{sha}\t\t\t7\n{sha}\tm\tn\t1\n")
+  with caplog.at_level(logging.WARNING):
+    r = read_interactions(p, "lastfm-360k")
+  assert r.item_values().tolist() == ["m"] and "skipped 1 rows" in caplog.text and "line 1" in caplog.text
 
 
 def test_detect_format():
@@ -125,6 +138,8 @@ BAD = [
     ("lightgcn", "train.txt", "0 1 2\n-1 2\n", 2, "user id -1 is negative"),
     ("lightgcn", "train.txt", "0 1 -2\n", 1, "item id -2 is negative"),
     ("lightgcn", "train.txt", "0 1 2\n1 2147483648\n", 2, "exceeds int32"),
+    ("lightgcn", "train.txt", "0 1\x0b2\n", 1, "malformed line"),
+    ("lightgcn", "train.txt", "0 " + "7" * 5000 + "x\n", 1, r"not an integer$"),
     ("lightgcn", "train.txt", "0 1 99999999999999999999999\n", 1, "exceeds int32"),
     ("lightgcn", "train.txt", "0 1.5\n", 1, "not an integer"),
     ("lightgcn", "train.txt", "0 1_000\n", 1, "not an integer"),
@@ -152,7 +167,8 @@ BAD = [
     ("lastfm-360k", "usersha1-artmbid-artname-plays.tsv",
      "user-sha1\tartist-mbid\tartist-name\tplays\na\tm\tn\t1\n", 1, "header line"),
     ("lastfm-360k", "usersha1-artmbid-artname-plays.tsv", "a,m,n,1\n", 1, "expected 4 fields"),
-    ("lastfm-360k", "usersha1-artmbid-artname-plays.tsv", "a\t\t\t1\n", 1, "neither an mbid nor a name"),
+    ("lastfm-360k", "usersha1-artmbid-artname-plays.tsv", "a\t\t\t1\n", None, "no interactions"),
+    ("lastfm-360k", "usersha1-artmbid-artname-plays.tsv", "a\tm\tn\t1\na\tm\tn\t-1\n", 2, "play count -1"),
 ]
 
 
@@ -192,7 +208,8 @@ def test_bad_files_any_format(tmp_path, fmt):
     read_interactions(str(tmp_path / "missing" / name), fmt)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(sorted(GOOD)), st.binary(max_size=200) | st.text(
     alphabet=st.sampled_from(list("0123456789 \t\n,:-x.eAé\r_")), max_size=200))
 def test_fuzz_never_other_exceptions(tmp_path, fmt, content):
@@ -227,3 +244,24 @@ def test_real_gowalla_raw():
     pytest.skip("gowalla not available (set TIL_DATA_DIR)")
   u, i = read_user_lines(p)
   assert u.size == 217_242 and int(u.max()) == 29_857 and int(i.max()) == 40_980
+
+
+def test_chunked_reading_and_concat(tmp_path, monkeypatch):
+  from til_jax.data import readers
+  from til_jax.data.readers import Interactions
+  rows = [(f"u{k % 7}", f"i{k % 11}", 1 + k % 5) for k in range(50)]
+  p = write(tmp_path, "a.csv", "user,item,rating\n" + "".join(f"{u},{i},{r}\n" for u, i, r in rows))
+  whole = read_interactions(p)
+  monkeypatch.setattr(readers, "_CHUNK", 4)
+  chunked = read_interactions(p)
+  assert chunked.user_values().tolist() == whole.user_values().tolist() == [u for u, _, _ in rows]
+  assert chunked.item_values().tolist() == [i for _, i, _ in rows]
+  assert np.array_equal(chunked.ratings, whole.ratings)
+  assert list(chunked.user_vocab) == sorted(set(chunked.user_vocab))  # sorted vocabulary
+  q = write(tmp_path, "b.csv", "user,item\nzz,i0\nu1,new\n")
+  both = Interactions.concat([whole, read_interactions(q)])
+  assert both.user_values().tolist() == [u for u, _, _ in rows] + ["zz", "u1"]
+  assert both.item_values().tolist()[-2:] == ["i0", "new"] and both.ratings is None
+  monkeypatch.setattr(readers, "_CHUNK", 3)
+  with pytest.raises(InputError, match=r"a2.csv:9: rating 'x'"):
+    read_interactions(write(tmp_path, "a2.csv", "user,item,rating\n" + "u,i,1\n" * 7 + "u,i,x\n"))

@@ -8,13 +8,20 @@ import zipfile
 import ml_collections
 import numpy as np
 import pytest
-from conftest import data_path
 
 from til_jax.data import download as dl
 from til_jax.data import registry
 from til_jax.data.download import Remote
 from til_jax.data.registry import load_dataset, parse_split, resolve
 from til_jax.errors import ConfigError, InputError
+
+DATA_DIR = os.environ.get("TIL_DATA_DIR",
+                          os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def data_path(*parts):
+  """A path under the staged data folder (the same rule as tests/conftest.py)."""
+  return os.path.join(DATA_DIR, *parts)
 
 
 def cfg(**kw):

@@ -204,16 +204,18 @@ def preprocess(inter: Interactions, name: str, settings: Settings) -> Dataset:
     inter = inter.take(pos)
     if len(inter) == 0:
       raise InputError(f"{src}: no rating >= {settings.rating_threshold} (config.data.rating_threshold)")
-  uc, user_ids = remap(inter.users)
-  ic, item_ids = remap(inter.items)
+  uc, user_codes = remap(inter.users)  # codes: the file's ids, or codes into its vocabulary
+  ic, item_codes = remap(inter.items)
   keep = kcore_mask(uc, ic, int(settings.kcore))
   if not keep.all():
     inter = inter.take(keep)
     if len(inter) == 0:
       raise InputError(f"{src}: nothing is left after the {settings.kcore}-core filter (config.data.kcore)")
-    uc, user_ids = remap(inter.users)
-    ic, item_ids = remap(inter.items)
-  n_users, n_items = len(user_ids), len(item_ids)
+    uc, user_codes = remap(inter.users)
+    ic, item_codes = remap(inter.items)
+  n_users, n_items = len(user_codes), len(item_codes)
+  user_ids = user_codes if inter.user_vocab is None else inter.user_vocab[user_codes]
+  item_ids = item_codes if inter.item_vocab is None else inter.item_vocab[item_codes]
   part = split_per_user(uc, ic, n_users, settings.ratios, settings.seed)
   values = {}
   if inter.ratings is not None:
@@ -224,8 +226,8 @@ def preprocess(inter: Interactions, name: str, settings: Settings) -> Dataset:
     values["timestamp"] = inter.timestamps.astype(np.float64)
   extras = {}
   if low is not None and len(low):
-    lu = _lookup(user_ids, low.users)
-    li = _lookup(item_ids, low.items)
+    lu = _lookup(user_codes, low.users)
+    li = _lookup(item_codes, low.items)
     ok = (lu >= 0) & (li >= 0)
     lu, li, lr = lu[ok], li[ok], low.ratings[ok]
     extras["low_rated"] = CSR.from_pairs(lu, li, n_users, n_items)
@@ -240,8 +242,6 @@ def preprocess(inter: Interactions, name: str, settings: Settings) -> Dataset:
 
 def _lookup(originals: np.ndarray, ids: np.ndarray) -> np.ndarray:
   """Internal codes of `ids` in the sorted `originals`, -1 where absent."""
-  if originals.dtype.kind != np.asarray(ids).dtype.kind:
-    return np.full(len(ids), -1, np.int64)
   pos = np.searchsorted(originals, ids)
   pos = np.minimum(pos, len(originals) - 1)
   return np.where(originals[pos] == ids, pos, -1).astype(np.int64)

@@ -15,17 +15,21 @@ Formats (`read_interactions(path, fmt)`; `fmt="auto"` guesses from the file name
                integer ids, weight = play count.
   lastfm-360k  `usersha1-artmbid-artname-plays.tsv`: `user-sha1<TAB>artist-mbid<TAB>artist-name
                <TAB>plays`, no header, string ids; the item is the MusicBrainz id, or
-               "name:<artist-name>" where the mbid is empty.
+               "name:<artist-name>" where the mbid is empty; rows with neither are skipped
+               (counted in a warning).
 
-Integer ids must be decimal ASCII, >= 0 and <= 2**31 - 1. String-id columns whose every value is
-a canonical non-negative decimal (no leading zeros) are read as integers, so that remapping
-orders them numerically.
+Integer ids must be decimal ASCII, >= 0 and <= 2**31 - 1. String ids are returned as codes into
+a sorted vocabulary (`Interactions.user_vocab` / `item_vocab`); a string-id column whose every
+value is a canonical non-negative decimal (no leading zeros) is read as integers instead, so that
+remapping orders them numerically. Blank lines are skipped everywhere. Errors name the first bad
+line; nothing but `InputError` (bad data) or `ConfigError` (bad format name) is raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import os
 import re
 import zlib
@@ -59,8 +63,10 @@ _ROLE_OF = {name: role for role, names in ALIASES.items() for name in names}
 class Interactions:
   """Raw interactions as read, one entry per data row, in file order.
 
-  users, items: [n] int64 (integer ids) or str arrays (string ids);
-  ratings / plays / timestamps: [n] float64 or None when the format has no such column.
+  users, items: [n] int64. With integer ids in the file they are those ids; with string ids
+  they are codes into `user_vocab` / `item_vocab` (sorted str arrays, so code order is the
+  lexicographic order of the strings; this keeps 17M-row files compact).
+  ratings / plays / timestamps: [n] float64, or None when the format has no such column.
   """
 
   users: np.ndarray
@@ -69,23 +75,48 @@ class Interactions:
   plays: np.ndarray | None = None
   timestamps: np.ndarray | None = None
   source: str = ""
+  user_vocab: np.ndarray | None = None
+  item_vocab: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.users.shape[0])
 
+  def user_values(self) -> np.ndarray:
+    """[n] the original user ids (strings where the file has strings)."""
+    return self.users if self.user_vocab is None else self.user_vocab[self.users]
+
+  def item_values(self) -> np.ndarray:
+    return self.items if self.item_vocab is None else self.item_vocab[self.items]
+
   def take(self, idx: np.ndarray) -> Interactions:
-    """The rows `idx` (an index array or a bool mask)."""
+    """The rows `idx` (an index array or a bool mask); vocabularies are kept whole."""
     f = lambda a: None if a is None else a[idx]
-    return Interactions(self.users[idx], self.items[idx], f(self.ratings), f(self.plays),
-                        f(self.timestamps), self.source)
+    return dataclasses.replace(self, users=self.users[idx], items=self.items[idx],
+                               ratings=f(self.ratings), plays=f(self.plays), timestamps=f(self.timestamps))
 
   @staticmethod
   def concat(parts: list[Interactions]) -> Interactions:
+    """Rows of all parts in order; string vocabularies are merged (codes recomputed)."""
+    if len(parts) == 1:
+      return parts[0]
+
     def cat(name):
       vals = [getattr(p, name) for p in parts]
       return None if any(v is None for v in vals) else np.concatenate(vals)
-    return Interactions(cat("users"), cat("items"), cat("ratings"), cat("plays"), cat("timestamps"),
-                        ",".join(p.source for p in parts))
+
+    def ids(name):
+      vocabs = [getattr(p, f"{name}_vocab") for p in parts]
+      vals = [getattr(p, f"{name}s") for p in parts]
+      if all(v is None for v in vocabs):
+        return np.concatenate(vals), None
+      strs = [v.astype(str) if voc is None else voc[v] for v, voc in zip(vals, vocabs, strict=True)]
+      vocab, codes = np.unique(np.concatenate(strs), return_inverse=True)
+      return codes.astype(np.int64).reshape(-1), vocab
+
+    users, user_vocab = ids("user")
+    items, item_vocab = ids("item")
+    return Interactions(users, items, cat("ratings"), cat("plays"), cat("timestamps"),
+                        ",".join(p.source for p in parts), user_vocab, item_vocab)
 
 
 # ----------------------------------------------------------------------------- low level
@@ -107,9 +138,9 @@ def open_text(path: str):
   return open(path, encoding="utf-8", errors="strict", newline="")
 
 
-def iter_lines(path: str) -> Iterator[tuple[int, str]]:
-  """Yields (1-based line number, line without its newline); wraps decode/gzip errors (with the
-  exact line, found by a binary re-scan)."""
+def iter_chunks(path: str) -> Iterator[tuple[int, list[str]]]:
+  """Yields (line number of the first line, lines without their newlines) about 1 MiB at a
+  time; wraps decode/gzip errors (with the exact line, found by a binary re-scan)."""
   lineno = 0
   try:
     with open_text(path) as f:
@@ -117,14 +148,19 @@ def iter_lines(path: str) -> Iterator[tuple[int, str]]:
         chunk = f.readlines(1 << 20)
         if not chunk:
           break
-        for line in chunk:
-          lineno += 1
-          yield lineno, line.rstrip("\r\n")
+        yield lineno + 1, [line.rstrip("\r\n") for line in chunk]
+        lineno += len(chunk)
   except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
     what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "unreadable"
     if isinstance(e, EOFError):
       what = "truncated compressed file"
     raise InputError(f"{path}:{_bad_line(path, lineno + 1)}: {what} ({type(e).__name__}: {e})") from None
+
+
+def iter_lines(path: str) -> Iterator[tuple[int, str]]:
+  """Yields (1-based line number, line without its newline); errors as in `iter_chunks`."""
+  for start, lines in iter_chunks(path):
+    yield from enumerate(lines, start=start)
 
 
 def _bad_line(path: str, default: int) -> int:
@@ -142,16 +178,20 @@ def _bad_line(path: str, default: int) -> int:
   return default
 
 
+def _show(tok: str) -> str:
+  return repr(tok) if len(tok) <= 40 else repr(tok[:40]) + "..."
+
+
 def parse_id(tok: str, path: str, lineno: int, what: str) -> int:
   """A strict decimal id in [0, 2**31 - 1]."""
   if not _INT_TOK.fullmatch(tok):
-    hint = " (a header line? this format has none)" if lineno == 1 else ""
-    raise InputError(f"{path}:{lineno}: {what} {tok!r} is not an integer{hint}")
+    hint = " (a header line? this format has none)" if lineno == 1 and what == "user id" else ""
+    raise InputError(f"{path}:{lineno}: {what} {_show(tok)} is not an integer{hint}")
   v = int(tok)
   if v < 0:
-    raise InputError(f"{path}:{lineno}: {what} {v} is negative")
+    raise InputError(f"{path}:{lineno}: {what} {_show(tok)[1:-1]} is negative")
   if v > INT32_MAX:
-    raise InputError(f"{path}:{lineno}: {what} {v} exceeds int32")
+    raise InputError(f"{path}:{lineno}: {what} {_show(tok).replace(chr(39), '')} exceeds int32")
   return v
 
 
@@ -160,9 +200,9 @@ def _parse_float(tok: str, path: str, lineno: int, what: str) -> float:
     v = float(tok)
   except ValueError:
     hint = " (a header line? this format has none)" if lineno == 1 else ""
-    raise InputError(f"{path}:{lineno}: {what} {tok!r} is not a number{hint}") from None
+    raise InputError(f"{path}:{lineno}: {what} {_show(tok)} is not a number{hint}") from None
   if not np.isfinite(v):
-    raise InputError(f"{path}:{lineno}: {what} {tok!r} is not finite")
+    raise InputError(f"{path}:{lineno}: {what} {_show(tok)} is not finite")
   return v
 
 
@@ -180,7 +220,7 @@ def read_user_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
   toks_all: list[str] = []
   any_line = False
   for lineno, line in iter_lines(path):
-    if not line.strip(" \t"):
+    if not line.strip():
       continue
     any_line = True
     if not _INT_LINE.fullmatch(line):
@@ -196,7 +236,7 @@ def read_user_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
   items = _digits_to_int(toks_all)
   if users.max() > INT32_MAX or (items.size and items.max() > INT32_MAX):
     for lineno, line in iter_lines(path):
-      if line.strip(" \t"):
+      if line.strip():
         toks = line.split()
         parse_id(toks[0], path, lineno, "user id")
         for t in toks[1:]:
@@ -213,7 +253,7 @@ def _digits_to_int(toks: list[str]) -> np.ndarray:
 
 
 def _diagnose_int_line(line: str, path: str, lineno: int) -> None:
-  toks = line.split()
+  toks = line.split() or [line]
   parse_id(toks[0], path, lineno, "user id")
   for t in toks[1:]:
     parse_id(t, path, lineno, "item id")
@@ -246,6 +286,31 @@ class _Col:
   kind: str   # int | str | str? (may be empty) | float
 
 
+class _Vocab:
+  """Incremental string -> code map; `finish` sorts it (or turns all-integer vocabularies into
+  the integers themselves)."""
+
+  def __init__(self):
+    self.index: dict[str, int] = {}
+
+  def encode(self, toks: list[str]) -> np.ndarray:
+    idx = self.index
+    return np.fromiter((idx.setdefault(t, len(idx)) for t in toks), np.int64, len(toks))
+
+  def finish(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    vocab = np.array(list(self.index), dtype=str)
+    as_int = _maybe_int(vocab)
+    if as_int.dtype.kind == "i":
+      return as_int[codes], None
+    order = np.argsort(vocab, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[codes], vocab[order]
+
+
+_CHUNK = 1 << 19  # rows converted to arrays at a time (bounds the memory of Python strings)
+
+
 def _read_delimited(path: str, sep: str, cols: list[_Col] | None, header: str,
                     expected_header: tuple[str, ...] | None = None,
                     allowed_counts: tuple[int, ...] | None = None) -> Interactions:
@@ -254,65 +319,105 @@ def _read_delimited(path: str, sep: str, cols: list[_Col] | None, header: str,
   header: "none" (cols given; or, with allowed_counts, the first line fixes how many of `cols`
   are present), "names" (csv/tsv: roles from the header names), "recbole" (`name:type`
   fields), "exact" (the header must equal `expected_header`, then `cols` apply).
+  Rows are converted in chunks; string columns are coded through a vocabulary.
   """
   seps = "TAB" if sep == "\t" else repr(sep)
   rows: list[list[str]] = []
   linenos: list[int] = []
+  out: dict[str, list[np.ndarray]] = {}
+  vocabs: dict[str, _Vocab] = {}
   n_fields = None
   got_header = header == "none"
   any_line = False
-  for lineno, line in iter_lines(path):
-    if not line.strip():
+  n_rows = 0
+  skipped: list[int] = []
+
+  def flush():
+    for c, col in zip(cols, zip(*rows, strict=True), strict=True):
+      if c.role in ("skip", "name"):
+        continue
+      what = {"user": "user id", "item": "item id"}.get(c.role, c.role)
+      if c.kind == "int":
+        arr = _int_column([t.strip() for t in col], linenos, path, what)
+      elif c.kind == "float":
+        arr = _float_column([t.strip() for t in col], linenos, path, what)
+        if c.role == "plays" and np.any(arr < 0):
+          k = int(np.flatnonzero(arr < 0)[0])
+          raise InputError(f"{path}:{linenos[k]}: play count {col[k].strip()} is negative")
+      else:
+        toks = [t.strip().strip('"') for t in col]
+        if c.kind == "str" and not all(toks):
+          raise InputError(f"{path}:{linenos[toks.index('')]}: {what} is empty")
+        arr = vocabs.setdefault(c.role, _Vocab()).encode(toks)
+      out.setdefault(c.role, []).append(arr)
+
+  for start, lines in iter_chunks(path):
+    nums: list[int] | range = range(start, start + len(lines))
+    if not all(line.strip() for line in lines):  # blank lines are skipped
+      keep = [k for k, line in enumerate(lines) if line.strip()]
+      nums, lines = [nums[k] for k in keep], [lines[k] for k in keep]
+    if not lines:
       continue
     any_line = True
-    fields = line.split(sep)
     if not got_header:
-      cols = _header_cols(fields, header, path, lineno, sep, expected_header, cols)
-      n_fields = len(fields)
+      cols = _header_cols(lines[0].split(sep), header, path, nums[0], sep, expected_header, cols)
+      n_fields = len(lines[0].split(sep))
       got_header = True
-      continue
+      nums, lines = nums[1:], lines[1:]
+      if not lines:
+        continue
     if n_fields is None:  # headerless: the first line decides
-      n = len(fields)
+      n = len(lines[0].split(sep))
       if allowed_counts is not None and n not in allowed_counts:
-        raise InputError(f"{path}:{lineno}: expected {_counts_text(allowed_counts)} fields separated "
+        raise InputError(f"{path}:{nums[0]}: expected {_counts_text(allowed_counts)} fields separated "
                          f"by {seps}, found {n} (wrong delimiter?)")
       n_fields = n if allowed_counts is not None else len(cols)
       cols = cols[:n_fields]
-    if len(fields) != n_fields:
-      raise InputError(f"{path}:{lineno}: expected {n_fields} fields separated by {seps}, "
-                       f"found {len(fields)}" + (" (wrong delimiter?)" if len(fields) == 1 else ""))
-    rows.append(fields)
-    linenos.append(lineno)
+      name_at = next((k for k, c in enumerate(cols) if c.role == "name"), None)
+      item_at = next(k for k, c in enumerate(cols) if c.role == "item")
+    fields = [line.split(sep) for line in lines]
+    if any(len(f) != n_fields for f in fields):
+      k = next(k for k, f in enumerate(fields) if len(f) != n_fields)
+      nf = len(fields[k])
+      raise InputError(f"{path}:{nums[k]}: expected {n_fields} fields separated by {seps}, "
+                       f"found {nf}" + (" (wrong delimiter?)" if nf == 1 else ""))
+    nums = list(nums)
+    if header == "none" and name_at is not None:  # lastfm-360k: the name stands in for an mbid
+      no_mbid = [k for k, f in enumerate(fields) if not f[item_at] or f[item_at].isspace()]
+      drop = set()
+      for k in no_mbid:
+        name = fields[k][name_at].strip()
+        if name:
+          fields[k][item_at] = "name:" + name
+        else:
+          drop.add(k)
+          skipped.append(nums[k])
+      if drop:
+        fields = [f for k, f in enumerate(fields) if k not in drop]
+        nums = [n for k, n in enumerate(nums) if k not in drop]
+    rows.extend(fields)
+    linenos.extend(nums)
+    if len(rows) >= _CHUNK:
+      flush()
+      n_rows += len(rows)
+      rows, linenos = [], []
   if not any_line:
     raise InputError(f"{path}: file is empty")
-  if not linenos:
-    raise InputError(f"{path}: no interactions after the header")
-  columns = list(zip(*rows, strict=True))
-  del rows
-  out = {}
-  for c, col in zip(cols, columns, strict=True):
-    if c.role == "skip":
-      continue
-    toks = [t.strip().strip('"') for t in col] if c.kind.startswith("str") else [t.strip() for t in col]
-    what = {"user": "user id", "item": "item id"}.get(c.role, c.role)
-    if c.kind == "int":
-      out[c.role] = _int_column(toks, linenos, path, what)
-    elif c.kind == "float":
-      out[c.role] = _float_column(toks, linenos, path, what)
-    else:
-      out[c.role] = _str_column(toks, linenos, path, what, allow_empty=c.kind == "str?")
-  if "name" in out:  # lastfm-360k: the artist name stands in for a missing mbid
-    items, names = out.pop("item"), out.pop("name")
-    empty = items == ""
-    if np.any(empty & (names == "")):
-      k = int(np.flatnonzero(empty & (names == ""))[0])
-      raise InputError(f"{path}:{linenos[k]}: artist has neither an mbid nor a name")
-    out["item"] = _maybe_int(np.where(empty, np.char.add("name:", names), items))
-  if "plays" in out and np.any(out["plays"] < 0):
-    k = int(np.flatnonzero(out["plays"] < 0)[0])
-    raise InputError(f"{path}:{linenos[k]}: play count {out['plays'][k]:g} is negative")
-  return Interactions(out["user"], out["item"], out.get("rating"), out.get("plays"),
-                      out.get("timestamp"), path)
+  if rows:
+    flush()
+    n_rows += len(rows)
+  if skipped:  # rows naming no artist at all cannot be used
+    logging.warning("%s: skipped %d rows with neither an artist mbid nor a name (first: line %d)",
+                    path, len(skipped), skipped[0])
+  if not n_rows:
+    raise InputError(f"{path}: no interactions" + (" after the header" if header != "none" else ""))
+  arrays = {k: np.concatenate(v) for k, v in out.items()}
+  vocab = {}
+  for role in ("user", "item"):
+    if role in vocabs:
+      arrays[role], vocab[role] = vocabs[role].finish(arrays[role])
+  return Interactions(arrays["user"], arrays["item"], arrays.get("rating"), arrays.get("plays"),
+                      arrays.get("timestamp"), path, vocab.get("user"), vocab.get("item"))
 
 
 def _counts_text(counts: tuple[int, ...]) -> str:
@@ -380,18 +485,9 @@ def _float_column(toks: list[str], linenos: list[int], path: str, what: str) -> 
     pass
   for t, ln in zip(toks, linenos, strict=True):
     if "_" in t:
-      raise InputError(f"{path}:{ln}: {what} {t!r} is not a number")
+      raise InputError(f"{path}:{ln}: {what} {_show(t)} is not a number")
     _parse_float(t, path, ln, what)
   raise AssertionError("unreachable")
-
-
-def _str_column(toks: list[str], linenos: list[int], path: str, what: str,
-                allow_empty: bool = False) -> np.ndarray:
-  if not allow_empty and not all(toks):
-    ln = linenos[toks.index("")]
-    raise InputError(f"{path}:{ln}: {what} is empty")
-  arr = np.array(toks, dtype=str)
-  return arr if allow_empty else _maybe_int(arr)
 
 
 def _maybe_int(arr: np.ndarray) -> np.ndarray:
