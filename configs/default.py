@@ -11,7 +11,8 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = "bpr"           # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr
+  # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr
+  c.method = "bpr"
   c.budget = "paper"         # paper | cpu | quick: recorded in every result file
   c.export_embeddings = False
 

@@ -41,6 +41,10 @@ def run(argv=None):
       flags.FLAGS(argv)
     except flags.Error as e:
       raise InputError(str(e).splitlines()[0]) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      # ml_collections reports an unknown or mistyped override this way.
+      bad = [a for a in argv[1:] if a.startswith("--config.")]
+      raise InputError(f"bad config override among {' '.join(bad) or argv[1:]}: {e}") from None
     main(argv)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

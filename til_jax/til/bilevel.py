@@ -150,5 +150,5 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
   w_mean = jnp.sum(w * m) / n
   metrics = {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
              "w_std": jnp.sqrt(jnp.sum(m * (w - w_mean) ** 2) / n),
-             "hypergrad_norm": optax.global_norm(g_gen), "grad_norm": optax.global_norm(grads)}
+             "hypergrad_norm": optax.tree.norm(g_gen), "grad_norm": optax.tree.norm(grads)}
   return params, opt_state, gen_params, gen_opt_state, metrics

@@ -265,9 +265,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise SystemExit(128 + getattr(signal, sigs.received))
   if bar is not None:
     bar.close()
-  best_state, best_meta = ckpt.restore_best(abstract)
+  best_state, _ = ckpt.restore_best(abstract)
   if best_state is None:
-    best_state, best_meta = state, meta
+    best_state = state
   ckpt.close()
   final = {
       "dataset": dataset.name, "backbone": model.name, "method": method.name,

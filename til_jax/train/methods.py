@@ -38,7 +38,7 @@ def bpr_objective(params, model, graph, batch, l2: float):
 def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
   upd, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, upd)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **extra_metrics}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **extra_metrics}
   return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 

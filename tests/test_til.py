@@ -1,0 +1,219 @@
+"""TIL's formulas against NumPy, finite differences and a closed form (paper Eq. 3-15)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from til_jax.models import MF
+from til_jax.til import bilevel, clustering, states
+from til_jax.til.weight_generator import postprocess
+
+N_USERS, N_ITEMS, DIM, B = 5, 7, 4, 6
+
+
+def fixture(seed=0, interest="uni", lr_look=0.5, first_order=False, weight_norm="none"):
+  rng = np.random.default_rng(seed)
+  model = MF(n_users=N_USERS, n_items=N_ITEMS, dim=DIM)
+  params = {"model": {"user": jnp.asarray(rng.normal(size=(N_USERS, DIM))),
+                      "item": jnp.asarray(rng.normal(size=(N_ITEMS, DIM)))}}
+  batch = {"users": jnp.asarray(rng.integers(0, N_USERS, B)),
+           "pos": jnp.asarray(rng.integers(0, N_ITEMS, B)),
+           "neg": jnp.asarray(rng.integers(0, N_ITEMS, B)),
+           "mask": jnp.ones(B, bool),
+           "o_users": jnp.asarray(rng.integers(0, N_USERS, B)),
+           "o_pos": jnp.asarray(rng.integers(0, N_ITEMS, B)),
+           "o_neg": jnp.asarray(rng.integers(0, N_ITEMS, B))}
+  settings = bilevel.TILSettings(interest=interest, lr_look=lr_look, l2=0.0,
+                                 first_order=first_order, weight_norm=weight_norm)
+  ctx = {"graph": {}, "eta": jnp.asarray(rng.normal(size=(N_USERS, DIM)))}
+  gen_params = jax.tree.map(lambda x: jnp.asarray(x, float),
+                            bilevel.init_generator(jax.random.key(seed), model))
+  return model, params, batch, settings, ctx, gen_params
+
+
+def numpy_bpr_grads(U, I, users, pos, neg):
+  """Per-triplet gradients of BPR_t = -log sigmoid(p_u.(q_i - q_j)) w.r.t. (U, I): lists."""
+  out = []
+  for u, i, j in zip(users, pos, neg):
+    x = U[u] @ (I[i] - I[j])
+    c = -1.0 / (1.0 + np.exp(x))  # d/dx of -log sigmoid(x)
+    gU, gI = np.zeros_like(U), np.zeros_like(I)
+    gU[u] += c * (I[i] - I[j])
+    gI[i] += c * U[u]
+    gI[j] -= c * U[u]
+    out.append((gU, gI))
+  return out
+
+
+def test_uni_and_multi_interest_states_match_numpy():
+  rng = np.random.default_rng(1)
+  p, qi, qj, eta, mi, mj = (rng.normal(size=(3, 4)) for _ in range(6))
+  s = np.asarray(states.uni_interest_state(p, qi, qj, eta))
+  np.testing.assert_allclose(s, np.concatenate([qi * p + qi * eta, qj * p + qj * eta], 1), rtol=1e-6)
+  s = np.asarray(states.multi_interest_state(p, qi, qj, eta, mi, mj, 0.3))
+  want = np.concatenate([qi * p + qi * eta + 0.3 * (mi * p + mi * eta),
+                         qj * p + qj * eta + 0.3 * (mj * p + mj * eta)], 1)
+  np.testing.assert_allclose(s, want, rtol=1e-6)
+
+
+def test_user_interest_is_exact_mean_of_training_items():
+  rng = np.random.default_rng(2)
+  items = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+  pairs = sorted({(int(u), int(i)) for u, i in zip(rng.integers(0, 4, 15), rng.integers(0, N_ITEMS, 15))})
+  tu = np.array([p[0] for p in pairs])
+  ti = np.array([p[1] for p in pairs])
+  eta = np.asarray(states.user_interest(jnp.asarray(items), jnp.asarray(tu), jnp.asarray(ti), N_USERS))
+  for u in range(N_USERS):
+    want = items[ti[tu == u]].mean(0) if (tu == u).any() else np.zeros(DIM)  # user 4: no items
+    np.testing.assert_allclose(eta[u], want, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_generator_is_eq3():
+  model, params, batch, settings, ctx, gen_params = fixture()
+  s = jnp.asarray(np.random.default_rng(3).normal(size=(B, 2 * DIM)))
+  w = np.asarray(bilevel.triplet_weights(model, gen_params, s, batch["mask"], settings))
+  g = jax.tree.map(np.asarray, gen_params)["params"]
+  z = np.maximum(np.asarray(s) @ g["W1"]["kernel"] + g["W1"]["bias"], 0)
+  want = 1 / (1 + np.exp(-(z @ g["W2"]["kernel"][:, 0] + g["W2"]["bias"][0])))
+  np.testing.assert_allclose(w, want, rtol=1e-10)
+
+
+def test_hypergradient_matches_closed_form_and_finite_differences():
+  """dJ_out/dw_t = -lr/B <grad J_out(Theta~), grad BPR_t(Theta)> for MF + SGD lookahead, and the
+  Lambda-gradient equals central finite differences (float64)."""
+  with jax.enable_x64(True):
+    model, params, batch, settings, ctx, gen_params = fixture()
+    s = bilevel.triplet_state(model, params, ctx, batch, settings)
+
+    # 1. w.r.t. the weights themselves, against the closed form in NumPy.
+    def j_of_w(w):
+      return bilevel.outer_loss(bilevel.lookahead(params, w, model, ctx, batch, settings), model,
+                                ctx, batch)
+    w0 = bilevel.triplet_weights(model, gen_params, s, batch["mask"], settings)
+    g_w = np.asarray(jax.grad(j_of_w)(w0))
+    U, I = np.asarray(params["model"]["user"]), np.asarray(params["model"]["item"])
+    per = numpy_bpr_grads(U, I, *(np.asarray(batch[k]) for k in ("users", "pos", "neg")))
+    # Theta~ in NumPy, then grad J_out(Theta~) (outer mean BPR).
+    Ut = U - settings.lr_look * sum(np.asarray(w0)[t] * per[t][0] for t in range(B)) / B
+    It = I - settings.lr_look * sum(np.asarray(w0)[t] * per[t][1] for t in range(B)) / B
+    outer = numpy_bpr_grads(Ut, It, *(np.asarray(batch[k]) for k in ("o_users", "o_pos", "o_neg")))
+    gU = sum(o[0] for o in outer) / B
+    gI = sum(o[1] for o in outer) / B
+    closed = np.array([-settings.lr_look / B * (np.sum(gU * per[t][0]) + np.sum(gI * per[t][1]))
+                       for t in range(B)])
+    np.testing.assert_allclose(g_w, closed, rtol=1e-8, atol=1e-12)
+
+    # 2. w.r.t. Lambda, against central finite differences.
+    _, g_gen = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, settings)
+    flat, unravel = jax.flatten_util.ravel_pytree(gen_params)
+    g_flat = np.asarray(jax.flatten_util.ravel_pytree(g_gen)[0])
+
+    def f(vec):
+      return float(bilevel.hypergradient(unravel(vec), params, s, model, ctx, batch, settings)[0])
+    eps = 1e-6
+    idx = np.random.default_rng(0).choice(flat.size, 12, replace=False)
+    for k in idx:
+      e = np.zeros(flat.size)
+      e[k] = eps
+      fd = (f(flat + e) - f(flat - e)) / (2 * eps)
+      np.testing.assert_allclose(g_flat[k], fd, rtol=1e-5, atol=1e-10)
+    assert np.abs(g_flat).max() > 0
+
+
+def test_first_order_drops_a_term():
+  with jax.enable_x64(True):
+    model, params, batch, settings, ctx, gen_params = fixture(lr_look=2.0)
+    s = bilevel.triplet_state(model, params, ctx, batch, settings)
+    _, exact = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, settings)
+    fo_settings = bilevel.TILSettings(**{**settings.__dict__, "first_order": True})
+    _, approx = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, fo_settings)
+    e = jax.flatten_util.ravel_pytree(exact)[0]
+    a = jax.flatten_util.ravel_pytree(approx)[0]
+    assert float(jnp.linalg.norm(e - a)) > 1e-6 * float(jnp.linalg.norm(e))
+    # ... but it is the first-order term: as lr_look -> 0 both agree to O(lr^2) relative to O(lr).
+    small = bilevel.TILSettings(**{**settings.__dict__, "lr_look": 1e-4})
+    small_fo = bilevel.TILSettings(**{**small.__dict__, "first_order": True})
+    e2 = jax.flatten_util.ravel_pytree(bilevel.hypergradient(gen_params, params, s, model, ctx,
+                                                             batch, small)[1])[0]
+    a2 = jax.flatten_util.ravel_pytree(bilevel.hypergradient(gen_params, params, s, model, ctx,
+                                                             batch, small_fo)[1])[0]
+    assert float(jnp.linalg.norm(e2 - a2)) < 1e-3 * float(jnp.linalg.norm(e2))
+
+
+@pytest.mark.parametrize("how", ["mean", "softmax"])
+def test_normalised_weights_keep_batch_mean_one(how):
+  rng = np.random.default_rng(4)
+  logits = jnp.asarray(rng.normal(size=10))
+  mask = jnp.asarray([1] * 7 + [0] * 3)
+  w = postprocess(jax.nn.sigmoid(logits), logits, mask, how)
+  assert abs(float(jnp.sum(w * mask) / 7) - 1.0) < 1e-6
+  if how == "mean":  # relative importance unchanged
+    raw = jax.nn.sigmoid(logits)
+    np.testing.assert_allclose(np.asarray(w[:7] / w[0]), np.asarray(raw[:7] / raw[0]), rtol=1e-6)
+
+
+def test_clip_postprocess():
+  w = postprocess(jnp.asarray([-1.0, 2.0, 9.0]), None, None, "clip", clip_max=5.0)
+  np.testing.assert_allclose(np.asarray(w), [0.0, 2.0, 5.0])
+
+
+def test_soft_assignment_target_and_kl_match_numpy():
+  rng = np.random.default_rng(5)
+  x, c = rng.normal(size=(9, 3)), rng.normal(size=(4, 3))
+  tau = 2.0
+  d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+  q = (1 + d2 / tau) ** (-(tau + 1) / 2)
+  q /= q.sum(1, keepdims=True)
+  t = q ** 2 / q.sum(0)
+  t /= t.sum(1, keepdims=True)
+  kl = (t * np.log(t / q)).sum()
+  with jax.enable_x64(True):
+    qj = np.asarray(clustering.soft_assignment(jnp.asarray(x), jnp.asarray(c), tau))
+    np.testing.assert_allclose(qj, q, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(clustering.target_distribution(jnp.asarray(q))), t, rtol=1e-9)
+    np.testing.assert_allclose(float(clustering.kl_loss(jnp.asarray(t), jnp.asarray(q))), kl, rtol=1e-9)
+    np.testing.assert_array_equal(np.asarray(clustering.hard_membership(jnp.asarray(x), jnp.asarray(c))),
+                                  q.argmax(1))
+
+
+def test_kl_decreases_on_fixed_embeddings():
+  x = jax.random.normal(jax.random.key(0), (200, 8))
+  centres = clustering.kmeans(jax.random.key(1), x, 5, iters=3)
+  target = clustering.target_distribution(clustering.soft_assignment(x, centres))
+  loss = lambda c: clustering.kl_loss(target, clustering.soft_assignment(x, c))
+  tx = optax.adam(1e-2)
+  st = tx.init(centres)
+  values = []
+  for _ in range(50):
+    v, g = jax.value_and_grad(loss)(centres)
+    u, st = tx.update(g, st)
+    centres = optax.apply_updates(centres, u)
+    values.append(float(v))
+  assert values[-1] < values[0] * 0.9
+
+
+def test_kmeans_recovers_separated_clusters():
+  rng = np.random.default_rng(6)
+  means = np.array([[0, 0], [10, 0], [0, 10]], np.float32)
+  x = np.concatenate([m + rng.normal(size=(30, 2)) for m in means]).astype(np.float32)
+  c = np.asarray(clustering.kmeans(jax.random.key(0), jnp.asarray(x), 3))
+  assert np.abs(np.sort(c[:, 0] + 100 * c[:, 1]) - np.sort(means[:, 0] + 100 * means[:, 1])).max() < 50
+  a = np.asarray(clustering.hard_membership(jnp.asarray(x), jnp.asarray(c)))
+  for g in range(3):
+    assert len(set(a[g * 30:(g + 1) * 30])) == 1
+
+
+def test_til_update_changes_generator_and_model():
+  model, params, batch, settings, ctx, gen_params = fixture()
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  ctx = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), ctx)
+  gen_params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gen_params)
+  tx, gtx = optax.adam(1e-2), optax.adam(1e-2)
+  out = bilevel.til_update(params, tx.init(params), gen_params, gtx.init(gen_params), model, ctx,
+                           batch, tx, gtx, settings)
+  new_params, _, new_gen, _, metrics = out
+  assert not np.allclose(np.asarray(new_params["model"]["user"]), np.asarray(params["model"]["user"]))
+  assert not np.allclose(np.asarray(new_gen["params"]["W2"]["bias"]), np.asarray(gen_params["params"]["W2"]["bias"]))
+  assert np.isfinite(float(metrics["loss"])) and 0 < float(metrics["w_mean"]) < 1
