@@ -24,6 +24,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.noise = "none"      # none | pos | neg | both  (robustness study, sec. 5.6.2)
   c.data.noise_rate = 0.5
   c.data.noise_seed = 0
+  c.data.format = "auto"     # reader format when data.path is a single file
+  c.data.cache_dir = ""      # "" = $XDG_CACHE_HOME/til_jax or ~/.cache/til_jax
+  c.data.rating_threshold = 4.0  # explicit ratings >= this are positives
+  c.data.keep_all_ratings = False  # ml-100k study: every rating is a positive, kept in extras
+  c.data.kcore = 0           # iterative k-core (10 = paper); not applied to pre-split folders
+  c.data.download = True     # fetch a missing named dataset (checked digests) into cache_dir
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mf"

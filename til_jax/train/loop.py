@@ -291,3 +291,37 @@ def export_embeddings(model, state, consts, workdir: str) -> None:
     tmp = os.path.join(out, f".{name}.tmp.npy")
     np.save(tmp, np.asarray(arr, np.float32))
     os.replace(tmp, os.path.join(out, f"{name}.npy"))
+
+
+def restore(config, workdir: str, which: str = "best"):
+  """The trained run in `workdir` for analysis: (dataset, model, method, state, consts).
+
+  which: "best" (the best-valid checkpoint) or "latest"."""
+  config_check.validate(config)
+  dataset, model, method, tx, consts = build(config)
+  state = init_state(config, model, method, tx)
+  ckpt = Checkpointer(workdir)
+  fn = ckpt.restore_best if which == "best" else ckpt.restore_latest
+  restored, _ = fn(abstract_like(state))
+  ckpt.close()
+  if restored is None:
+    raise ConfigError(f"{workdir}: no {which} checkpoint to restore")
+  return dataset, model, method, restored, consts
+
+
+def all_triplet_weights(method, state, dataset, consts, seed: int = 0, batch_size: int = 4096):
+  """Weights the trained generator gives every training positive with one uniform negative:
+  (users, pos, neg, weights) as NumPy arrays [nnz], in `dataset.train.to_pairs()` order."""
+  users, pos = dataset.train.to_pairs()
+  neg = method.sampler.sample(users, np.random.default_rng(seed))
+  fn = jax.jit(method.core.weights)
+  out = []
+  for s in range(0, users.size, batch_size):
+    sl = slice(s, s + batch_size)
+    n = users[sl].size
+    pad = batch_size - n
+    b = {k: np.concatenate([v[sl], np.zeros(pad, v.dtype)]) for k, v in
+         (("users", users), ("pos", pos), ("neg", neg))}
+    b["mask"] = np.arange(batch_size) < n
+    out.append(np.asarray(fn(state, b, consts))[:n])
+  return users, pos, neg, np.concatenate(out)

@@ -11,7 +11,6 @@ A method owns three things:
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -19,7 +18,7 @@ from til_jax import objectives
 from til_jax.data.dataset import CSR, Dataset
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
 from til_jax.errors import ConfigError
-from til_jax.til import bilevel, clustering, states
+from til_jax.til import api, bilevel
 from til_jax.train.state import TrainState
 
 
@@ -108,21 +107,12 @@ class TIL(BPR):
   def make_gen_tx(self):
     return optax.adamw(self.gen_lr, weight_decay=self.gen_l2) if self.gen_l2 else optax.adam(self.gen_lr)
 
+  @property
+  def core(self) -> api.TIL:
+    return api.TIL(self.model, self.settings, self.tx, self.gen_tx, self.n_clusters)
+
   def init(self, key, params):
-    k_gen, _ = jax.random.split(key)
-    gen_params = bilevel.init_generator(k_gen, self.model)
-    r = self.model.repr_dim
-    aux = {"eta": jnp.zeros((self.model.n_users, r), jnp.float32)}
-    if self.settings.interest != "uni":
-      aux["membership"] = jnp.zeros((self.model.n_items,), jnp.int32)
-      aux["target"] = jnp.zeros((self.model.n_items, self.n_clusters), jnp.float32)
-      aux["ready"] = jnp.zeros((), jnp.bool_)
-      centres = jnp.zeros((self.n_clusters, r), jnp.float32)
-      if self.settings.interest == "multi":
-        params = {**params, "centres": centres}
-      else:
-        aux["centres"] = centres
-    return params, gen_params, aux
+    return self.core.init_extra(key, params)
 
   def phase(self, epoch: int) -> str:
     return "pretrain" if epoch < self.pretrain_epochs else "main"
@@ -131,19 +121,8 @@ class TIL(BPR):
     """At the end of pre-training: K-means (k-means++) once on the item representations."""
     if self.settings.interest == "uni" or epoch < self.pretrain_epochs or bool(state.aux["ready"]):
       return state
-    _, items = self.model.represent(state.params["model"], consts["graph"])
     key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 10_000_019)
-    centres = clustering.kmeans(key, items, self.n_clusters)
-    params, aux = dict(state.params), dict(state.aux)
-    if self.settings.interest == "multi":
-      params["centres"] = centres
-    else:
-      aux["centres"] = centres
-    aux["membership"] = clustering.hard_membership(items, centres)
-    aux["target"] = clustering.target_distribution(
-        clustering.soft_assignment(items, centres, self.settings.tau))
-    aux["ready"] = jnp.ones((), jnp.bool_)
-    return state.replace(params=params, aux=aux)
+    return self.core.init_clusters(state, consts, key)
 
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
     b = super().epoch_batches(epoch, rng)
@@ -159,46 +138,10 @@ class TIL(BPR):
     b.update({"o_" + k: v for k, v in outer.items()})
     return b
 
-  def refresh(self, state: TrainState, consts) -> TrainState:
-    """eta_u every `eta_every` steps; memberships, T (and K-means centres for til_mik) every
-    `refresh_every` steps. All exact recomputations from the current representations."""
-    s = self.settings
-    aux = dict(state.aux)
-    model_params = jax.lax.stop_gradient(state.params["model"])
-
-    def eta_fn(_):
-      _, items = self.model.represent(model_params, consts["graph"])
-      return states.user_interest(items, consts["train_users"], consts["train_items"],
-                                  self.model.n_users)
-    aux["eta"] = jax.lax.cond(state.step % s.eta_every == 0, eta_fn, lambda _: aux["eta"], None)
-    if s.interest != "uni":
-      def clus_fn(_):
-        _, items = self.model.represent(model_params, consts["graph"])
-        if s.interest == "multi":
-          centres = jax.lax.stop_gradient(state.params["centres"])
-        else:
-          centres = clustering.lloyd(items, aux["centres"], s.kmeans_iters)
-        q = clustering.soft_assignment(items, centres, s.tau)
-        return centres, clustering.hard_membership(items, centres), clustering.target_distribution(q)
-      keep = (aux.get("centres", jnp.zeros(())) if s.interest != "multi" else
-              jax.lax.stop_gradient(state.params["centres"]))
-      centres, aux["membership"], aux["target"] = jax.lax.cond(
-          state.step % s.refresh_every == 0, clus_fn,
-          lambda _: (keep, aux["membership"], aux["target"]), None)
-      if s.interest == "multi_kmeans":
-        aux["centres"] = centres
-    return state.replace(aux=aux)
-
   def update(self, state: TrainState, batch, consts, phase: str):
     if phase == "pretrain":
       return self.bpr_update(state, batch, consts)
-    state = self.refresh(state, consts)
-    ctx = {"graph": consts["graph"], **state.aux}
-    params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
-        state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
-        batch, self.tx, self.gen_tx, self.settings)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+    return self.core.step(state, batch, consts)
 
 
 def sample_pairs(pairs: CSR, sampler: UniformNegativeSampler, rng: np.random.Generator,
