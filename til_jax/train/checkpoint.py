@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -17,6 +19,7 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
   def __init__(self, workdir: str, keep: int = 2):
+    self.corrupt_dir = os.path.abspath(os.path.join(workdir, "corrupt"))
     self.latest = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -36,18 +39,27 @@ class Checkpointer:
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
 
-  @staticmethod
-  def _restore(manager, abstract_state):
+  def _restore(self, manager, abstract_state):
     """The newest restorable step of `manager`, falling back to older ones when a save is
-    incomplete or corrupt (reported in one line each)."""
+    incomplete or corrupt (reported in one line each). An unreadable save is moved aside to
+    `workdir/corrupt/` (kept for inspection, never silently deleted) so the run can save that
+    step again."""
     for step in sorted(manager.all_steps(), reverse=True):
       try:
         out = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return out.state, out.meta
       except Exception as e:  # noqa: BLE001 - any failure means this save is unusable
-        logging.warning("checkpoint %s/%d is unreadable (%s: %s); trying an older one",
-                        manager.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        logging.warning("checkpoint %s/%d is unreadable (%s: %s); moved to %s, trying an older one",
+                        manager.directory, step, type(e).__name__,
+                        (str(e).splitlines() or [""])[0][:200], self.corrupt_dir)
+        os.makedirs(self.corrupt_dir, exist_ok=True)
+        src = os.path.join(str(manager.directory), str(step))
+        if os.path.exists(src):
+          dst = os.path.join(self.corrupt_dir, f"{os.path.basename(str(manager.directory))}-{step}-"
+                             f"{int(time.time())}")
+          shutil.move(src, dst)
+        manager.reload()
     return None, None
 
   def restore_latest(self, abstract_state):
