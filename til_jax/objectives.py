@@ -1,5 +1,7 @@
-"""Losses, as pure functions of scores: BPR (Eq. 1), weighted BPR (Eq. 2), and the
-pointwise/pairwise denoising losses of the baselines (T-CE, R-CE and their BPR versions).
+"""Losses, as pure functions of scores: BPR (Eq. 1), weighted BPR (Eq. 2), and the losses of
+the baselines: T-CE and R-CE (Wang et al. 2021, checked against the official code
+WenjieWWJ/DenoisingRec), their BPR versions TCE-BPR / RCE-BPR (the TIL paper's), and PRIS's
+importance-weighted BPR (Lian et al. 2020, official code DefuLian/PRIS).
 
 Every loss takes an optional `mask` [B] (1 for real triplets, 0 for the padding that keeps the
 last batch of an epoch the same shape) and averages over the real rows.
@@ -11,11 +13,19 @@ import jax
 import jax.numpy as jnp
 
 
-def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-  if mask is None:
-    return jnp.mean(x)
-  mask = mask.astype(x.dtype)
-  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+def masked_mean(x: jax.Array, mask: jax.Array | None, axis_name: str | None = None) -> jax.Array:
+  """Mean of x [B] over the real rows (mask [B] or None: every row) -> [].
+
+  With `axis_name` (inside shard_map/pmap, the batch split along B over that axis): the mean over
+  the real rows of every device, psum(masked sum) / psum(count), the single-device value."""
+  if axis_name is None:
+    if mask is None:
+      return jnp.mean(x)
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  mask = jnp.ones_like(x) if mask is None else mask.astype(x.dtype)
+  total, count = jax.lax.psum((jnp.sum(x * mask), jnp.sum(mask)), axis_name)
+  return total / jnp.maximum(count, 1.0)
 
 
 def bpr_per_triplet(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
@@ -23,20 +33,23 @@ def bpr_per_triplet(pos_scores: jax.Array, neg_scores: jax.Array) -> jax.Array:
   return -jax.nn.log_sigmoid(pos_scores - neg_scores)
 
 
-def bpr_loss(pos_scores, neg_scores, mask=None) -> jax.Array:
-  """Mean BPR over the batch (unweighted)."""
-  return masked_mean(bpr_per_triplet(pos_scores, neg_scores), mask)
+def bpr_loss(pos_scores, neg_scores, mask=None, axis_name: str | None = None) -> jax.Array:
+  """Mean BPR over the batch (unweighted); over every device's rows with `axis_name`."""
+  return masked_mean(bpr_per_triplet(pos_scores, neg_scores), mask, axis_name)
 
 
-def weighted_bpr_loss(pos_scores, neg_scores, weights, mask=None, reduction: str = "mean"):
-  """L_I-BPR = w_uij * L_BPR(u, i, j)  (Eq. 2), reduced over the batch.
+def weighted_bpr_loss(pos_scores, neg_scores, weights, mask=None, reduction: str = "mean",
+                      axis_name: str | None = None):
+  """L_I-BPR = w_uij * L_BPR(u, i, j)  (Eq. 2), reduced over the batch (over every device's
+  rows with `axis_name`).
 
   reduction: "mean" (the paper's batch objective) or "sum" (the authors' code).
   """
   per = weights * bpr_per_triplet(pos_scores, neg_scores)
   if reduction == "sum":
-    return jnp.sum(per if mask is None else per * mask)
-  return masked_mean(per, mask)
+    total = jnp.sum(per if mask is None else per * mask)
+    return total if axis_name is None else jax.lax.psum(total, axis_name)
+  return masked_mean(per, mask, axis_name)
 
 
 def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
