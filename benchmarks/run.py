@@ -1,0 +1,225 @@
+"""Speed and memory harness: `python -m benchmarks.run --suite=quick|full|peers --out=FILE.json`.
+
+quick  a small synthetic dataset (seconds): the harness works end to end (tests run this).
+full   Gowalla split-811-seed0 from $TIL_DATA_DIR (or a random dataset of the same shape when
+       absent): BPR / TIL-UI / TIL-MI step times for MF and LightGCN (median of many steps after
+       warm-up), epoch times including sampling, full-ranking evaluation, peak RSS, and the ratios
+       TIL/BPR measured in this one process.
+peers  the same epoch and evaluation work in RecBole and `implicit` when they are installed
+       (`pip install -e '.[bench]' recbole implicit`); otherwise it says what is missing.
+
+Every record: name, median_ms, p10_ms, p90_ms, peak_rss_mb. Top-level keys: bpr_mf_step_ms,
+til_ui_mf_step_ms, til_mi_mf_step_ms, eval_gowalla_s, bpr_mf_epoch_s, lightgcn_epoch_s, ratios,
+and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+
+from configs import default
+from til_jax.data.dataset import CSR, Dataset
+from til_jax.evaluation import Evaluator
+from til_jax.train import loop
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def random_dataset(n_users: int, n_items: int, nnz: int, seed: int = 0) -> Dataset:
+  """A dataset of a given shape with popularity-skewed random interactions."""
+  rng = np.random.default_rng(seed)
+  users = rng.integers(0, n_users, int(nnz * 1.25))
+  items = np.minimum((rng.pareto(1.2, users.size) * n_items / 50).astype(np.int64), n_items - 1)
+  items = (items + rng.integers(0, n_items, users.size) * (rng.random(users.size) < 0.5)) % n_items
+  full = CSR.from_pairs(users, items, n_users, n_items)
+  u, i = full.to_pairs()
+  part = rng.random(u.size)
+  mk = lambda m: CSR.from_pairs(u[m], i[m], n_users, n_items)
+  return Dataset("random", n_users, n_items, mk(part < 0.8), mk((part >= 0.8) & (part < 0.9)),
+                 mk(part >= 0.9))
+
+
+def stats(name: str, seconds: list[float]) -> dict:
+  ms = np.asarray(seconds) * 1e3
+  return {"name": name, "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+          "p90_ms": float(np.percentile(ms, 90)), "n": len(ms), "peak_rss_mb": peak_rss_mb()}
+
+
+def make_config(suite: str, method: str, backbone: str):
+  c = default.get_config()
+  c.method = method
+  c.model.name = backbone
+  if backbone in ("lightgcn", "mgccf"):
+    c.model.layers = 1
+  c.til.pretrain_epochs = 0
+  if suite == "quick":
+    c.data.name = "synthetic"
+    c.train.batch_size = 256
+    c.model.dim = 16
+    c.til.n_clusters = 8
+  return c
+
+
+def build_for(config, dataset):
+  """loop.build, but on a given dataset (so one dataset serves every measurement)."""
+  import optax
+
+  from til_jax.models import make_model
+  from til_jax.train.methods import make_method
+  model = make_model(config.model, dataset.n_users, dataset.n_items)
+  tx = optax.adam(float(config.optim.lr))
+  method = make_method(config.method, model, dataset, tx, config)
+  u, i = dataset.train.to_pairs()
+  consts = {"graph": model.prepare(dataset), "train_users": jax.numpy.asarray(u),
+            "train_items": jax.numpy.asarray(i)}
+  return model, method, tx, consts
+
+
+def time_steps(config, dataset, n_steps: int, warmup: int = 3) -> tuple[list[float], object]:
+  model, method, tx, consts = build_for(config, dataset)
+  state = loop.init_state(config, model, method, tx)
+  state = method.on_epoch_start(state, 0, consts)
+  batches = method.epoch_batches(0, np.random.default_rng(0))
+  steps = batches["users"].shape[0]
+  step = jax.jit(lambda s, b: method.update(s, b, consts, "main"), donate_argnums=0)
+  times = []
+  for t in range(warmup + n_steps):
+    b = {k: v[t % steps] for k, v in batches.items()}
+    t0 = time.perf_counter()
+    state, m = step(state, b)
+    jax.block_until_ready(m)
+    if t >= warmup:
+      times.append(time.perf_counter() - t0)
+  return times, (model, method, consts, state)
+
+
+def time_epochs(config, dataset, n_epochs: int) -> list[float]:
+  """Whole epochs: host sampling + one jit(scan) call, as the training loop runs them."""
+  model, method, tx, consts = build_for(config, dataset)
+  state = loop.init_state(config, model, method, tx)
+  run_epoch = loop.make_epoch_fn(method)
+  times = []
+  for e in range(n_epochs + 1):
+    t0 = time.perf_counter()
+    state = method.on_epoch_start(state, e, consts)
+    batches = method.epoch_batches(e, np.random.default_rng(e))
+    state, m = run_epoch(state, batches, consts, method.phase(e))
+    jax.block_until_ready(m)
+    if e > 0:  # the first epoch compiles
+      times.append(time.perf_counter() - t0)
+  return times
+
+
+def time_eval(dataset, dim: int, repeats: int) -> list[float]:
+  from til_jax.evaluation import dot_score_fn
+  rng = np.random.default_rng(0)
+  params = (jax.numpy.asarray(rng.normal(size=(dataset.n_users, dim)).astype(np.float32)),
+            jax.numpy.asarray(rng.normal(size=(dataset.n_items, dim)).astype(np.float32)))
+  ev = Evaluator(dataset, "valid", ks=(20,))
+  ev(dot_score_fn, params)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    ev(dot_score_fn, params)
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def machine() -> dict:
+  cpu = platform.processor()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+          "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def load(suite: str) -> Dataset:
+  if suite == "quick":
+    from til_jax.data.synthetic import make_synthetic
+    return make_synthetic()
+  from til_jax.data.registry import load_dataset
+  c = default.get_config()
+  try:
+    return load_dataset(c.data)
+  except Exception as e:  # noqa: BLE001 - any failure: fall back to the same shape
+    print(f"gowalla unavailable ({e}); using a random dataset of the same shape", file=sys.stderr)
+    return random_dataset(29858, 40981, 1027370)
+
+
+def run_ours(suite: str) -> dict:
+  ds = load(suite)
+  n_steps, n_epochs, n_eval = (5, 1, 1) if suite == "quick" else (40, 3, 3)
+  records, top = [], {"dataset": ds.summary(), "suite": suite}
+  for backbone in ("mf", "lightgcn"):
+    for method in ("bpr", "til_ui", "til_mi"):
+      times, _ = time_steps(make_config(suite, method, backbone), ds, n_steps)
+      r = stats(f"{method}_{backbone}_step", times)
+      records.append(r)
+      top[f"{method}_{backbone}_step_ms"] = r["median_ms"]
+      print(json.dumps(r), file=sys.stderr, flush=True)
+    ep = stats(f"bpr_{backbone}_epoch", time_epochs(make_config(suite, "bpr", backbone), ds, n_epochs))
+    records.append(ep)
+    print(json.dumps(ep), file=sys.stderr, flush=True)
+  top["bpr_mf_epoch_s"] = records[3]["median_ms"] / 1e3
+  top["lightgcn_epoch_s"] = records[7]["median_ms"] / 1e3
+  ev = stats("eval_valid_full_ranking", time_eval(ds, 64 if suite != "quick" else 16, n_eval))
+  records.append(ev)
+  top["eval_gowalla_s"] = ev["median_ms"] / 1e3
+  top["ratios"] = {f"{m}/bpr_{b}_step": top[f"{m}_{b}_step_ms"] / top[f"bpr_{b}_step_ms"]
+                   for b in ("mf", "lightgcn") for m in ("til_ui", "til_mi")}
+  top["bpr_mf_step_ms"] = top["bpr_mf_step_ms"]
+  top["til_ui_mf_step_ms"] = top["til_ui_mf_step_ms"]
+  top["til_mi_mf_step_ms"] = top["til_mi_mf_step_ms"]
+  return {**top, "records": records}
+
+
+def run_peers() -> dict:
+  """Peers, when installed. Their timings need their own stacks (torch for RecBole)."""
+  missing = []
+  for mod in ("recbole", "implicit"):
+    try:
+      __import__(mod)
+    except ImportError:
+      missing.append(mod)
+  if missing:
+    return {"error": f"peer libraries not installed: {', '.join(missing)} "
+                     "(pip install -e '.[bench]' recbole implicit); see benchmarks/README.md for "
+                     "the published peer figures on the same split"}
+  return {"error": "peer drivers are not implemented in this version; see benchmarks/README.md"}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--suite", choices=("quick", "full", "peers"), default="quick")
+  p.add_argument("--out", default="")
+  a = p.parse_args(argv)
+  result = {"machine": machine()}
+  result.update(run_peers() if a.suite == "peers" else run_ours(a.suite))
+  result["peak_rss_mb"] = peak_rss_mb()
+  text = json.dumps(result, indent=2)
+  if a.out:
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(text + "\n")
+    os.replace(tmp, a.out)
+  print(text)
+  return 0 if "error" not in result else 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
