@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.tau = 1.0            # Eq. 7 temperature
   c.til.n_clusters = 60      # K (paper 5.4)
   c.til.pretrain_epochs = 500  # plain BPR epochs before clustering starts (paper 5.4)
+  c.til.warmup_epochs = 0     # plain BPR epochs before any TIL method starts (all interests)
   c.til.refresh_every = 10   # hard memberships refreshed every N steps (paper 5.4)
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
   c.til.eta_every = 10       # eta_u recomputed exactly every N steps (1 = every step, slower)
@@ -75,6 +76,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.temperature = 1.0
   c.til.reduction = "mean"
   c.til.first_order = False
+
+  # Devices and hosts (til_jax.parallel): the batch is split over a 1-D "data" mesh; results
+  # equal one device's within float32 rounding, so these fields may change on resume.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.backend = "shard_map"   # shard_map (jit(shard_map)) | pmap
+  c.parallel.num_devices = 0         # devices per process; 0 = all (train.batch_size % total == 0)
+  c.parallel.shard_embeddings = False  # split embedding rows (+ Adam moments) over the mesh
+  c.parallel.coordinator = ""        # "host:port" of process 0 for several processes (or
+  c.parallel.num_processes = 0       #   JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  c.parallel.process_id = -1         #   JAX_PROCESS_ID); "" = one process
 
   if arg == "quick":
     apply_quick(c)

@@ -9,6 +9,11 @@ Per mini-batch (DESIGN.md "TIL, as we implement it"):
      grad_Lambda J_out(Theta~(Lambda)) by jax.grad straight through step 3 (Eq. 14)
   5. Lambda <- OPT_Lambda; Theta <- OPT_Theta on J_in with the updated weights.
 
+Data parallelism (`settings.axis_name`, set by `til_jax.parallel`): the batch is split along B
+over a named mesh axis; every loss is the global-batch value (psum'ed sums and counts) and every
+gradient is pmean'ed, so the lookahead uses the global inner gradient and the hypergradient
+differentiates through that collective. With axis_name None (default) nothing changes.
+
 `first_order=True` evaluates the outer gradient at Theta instead of Theta~ (the DARTS-style
 first-order approximation): it drops the term lr_look * H_out * (Theta~ - Theta) of the exact
 hypergradient.
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from til_jax import objectives
+from til_jax.parallel import pmean, psum
 from til_jax.til import clustering, states
 from til_jax.til.weight_generator import WeightGenerator, activate, postprocess
 
@@ -47,6 +53,7 @@ class TILSettings:
   eta_every: int = 1             # recompute eta_u every N steps (1 = exact at every step)
   refresh_every: int = 10        # hard memberships (and T) refreshed every N steps
   kmeans_iters: int = 5          # Lloyd iterations per refresh for multi_kmeans
+  axis_name: str | None = None   # mesh axis the batch is split over (None: one device)
 
 
 def generator(model) -> WeightGenerator:
@@ -75,7 +82,8 @@ def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Ar
   """w [B] = post(act(f(s; Lambda)))  (Eq. 3 and the post-processing option)."""
   logits = generator(model).apply(gen_params, s)
   w = activate(logits, settings.activation)
-  return postprocess(w, logits, mask, settings.weight_norm, settings.clip_max, settings.temperature)
+  return postprocess(w, logits, mask, settings.weight_norm, settings.clip_max, settings.temperature,
+                     settings.axis_name)
 
 
 def batch_scores(model, model_params, graph, users, pos, neg):
@@ -93,42 +101,50 @@ def cluster_loss(model, params, ctx, settings: TILSettings) -> jax.Array:
 
 
 def inner_loss(params, weights, model, ctx, batch, settings: TILSettings):
-  """J_in(Theta, w) = reduce_t w_t * BPR_t + l2 * ||batch rows||^2 / 2 (+ gamma * L_c)."""
+  """J_in(Theta, w) = reduce_t w_t * BPR_t + l2 * ||batch rows||^2 / 2 (+ gamma * L_c).
+
+  The L2 term is a per-row batch mean (`model.l2`), so its global value is the pmean."""
   mp = params["model"]
   pos_s, neg_s = batch_scores(model, mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
-  loss = objectives.weighted_bpr_loss(pos_s, neg_s, weights, batch["mask"], settings.reduction)
-  reg = settings.l2 * model.l2(mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
+  loss = objectives.weighted_bpr_loss(pos_s, neg_s, weights, batch["mask"], settings.reduction,
+                                      settings.axis_name)
+  reg = settings.l2 * pmean(model.l2(mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"]),
+                            settings.axis_name)
   return loss + reg + cluster_loss(model, params, ctx, settings)
 
 
 def lookahead(params, weights, model, ctx, batch, settings: TILSettings):
-  """Theta~ = Theta - lr_look * grad_Theta J_in(Theta, w)   (Eq. 15), a plain SGD step."""
-  g = jax.grad(inner_loss)(params, weights, model, ctx, batch, settings)
+  """Theta~ = Theta - lr_look * grad_Theta J_in(Theta, w)   (Eq. 15), a plain SGD step, with the
+  global-batch gradient under data parallelism (pmean: see the module docstring)."""
+  g = pmean(jax.grad(inner_loss)(params, weights, model, ctx, batch, settings), settings.axis_name)
   return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
 
 
-def outer_loss(params, model, ctx, batch) -> jax.Array:
+def outer_loss(params, model, ctx, batch, axis_name: str | None = None) -> jax.Array:
   """J_out = unweighted mean BPR on the outer batch (keys "o_users", "o_pos", "o_neg")."""
   pos_s, neg_s = batch_scores(model, params["model"], ctx["graph"], batch["o_users"],
                               batch["o_pos"], batch["o_neg"])
-  return objectives.bpr_loss(pos_s, neg_s, batch.get("o_mask"))
+  return objectives.bpr_loss(pos_s, neg_s, batch.get("o_mask"), axis_name)
 
 
 def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSettings):
   """d J_out(Theta~(Lambda)) / d Lambda (Eq. 14), exact through the lookahead by default.
 
-  Returns (J_out value, gradient pytree like gen_params)."""
+  Returns (J_out value, gradient pytree like gen_params), global under data parallelism."""
+  ax = settings.axis_name
+
   def objective(gp):
     w = triplet_weights(model, gp, s, batch["mask"], settings)
     theta_tilde = lookahead(params, w, model, ctx, batch, settings)
     if settings.first_order:
       # Linearise J_out around Theta: J_out(Theta) + <grad J_out(Theta), Theta~ - Theta>.
-      g_out = jax.grad(outer_loss)(params, model, ctx, batch)
+      g_out = pmean(jax.grad(outer_loss)(params, model, ctx, batch, ax), ax)
       delta = jax.tree.map(lambda a, b: a - b, theta_tilde, params)
       lin = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_out), jax.tree.leaves(delta)))
-      return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch)) + lin
-    return outer_loss(theta_tilde, model, ctx, batch)
-  return jax.value_and_grad(objective)(gen_params)
+      return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch, ax)) + lin
+    return outer_loss(theta_tilde, model, ctx, batch, ax)
+  value, grads = jax.value_and_grad(objective)(gen_params)
+  return value, pmean(grads, ax)
 
 
 def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
@@ -142,13 +158,15 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
   upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
   gen_params = optax.apply_updates(gen_params, upd)
   w = jax.lax.stop_gradient(triplet_weights(model, gen_params, s, batch["mask"], settings))
+  ax = settings.axis_name
   loss, grads = jax.value_and_grad(inner_loss)(params, w, model, ctx, batch, settings)
+  grads = pmean(grads, ax)
   upd, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, upd)
   m = batch["mask"].astype(w.dtype)
-  n = jnp.maximum(m.sum(), 1.0)
-  w_mean = jnp.sum(w * m) / n
+  n = jnp.maximum(psum(m.sum(), ax), 1.0)
+  w_mean = psum(jnp.sum(w * m), ax) / n
   metrics = {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
-             "w_std": jnp.sqrt(jnp.sum(m * (w - w_mean) ** 2) / n),
+             "w_std": jnp.sqrt(psum(jnp.sum(m * (w - w_mean) ** 2), ax) / n),
              "hypergrad_norm": optax.tree.norm(g_gen), "grad_norm": optax.tree.norm(grads)}
   return params, opt_state, gen_params, gen_opt_state, metrics

@@ -35,7 +35,8 @@ def activate(logits: jax.Array, activation: str) -> jax.Array:
 
 
 def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, how: str,
-                clip_max: float = 5.0, temperature: float = 1.0) -> jax.Array:
+                clip_max: float = 5.0, temperature: float = 1.0,
+                axis_name: str | None = None) -> jax.Array:
   """Within-batch post-processing of the weights [B] (only the real rows count):
 
     none     w as generated (the paper)
@@ -43,16 +44,30 @@ def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, h
              (the sum constraint of paper 4.4, per batch)
     clip     clip(w, 0, clip_max) (the authors' code, [0, 5])
     softmax  n_real * softmax(logits / temperature) over the batch (learning-to-reweight style)
+
+  With `axis_name` (the batch split along B over that axis of shard_map/pmap) "mean" and
+  "softmax" normalise over the global batch: sums and counts are psum'ed, the softmax shift is
+  the global max (held constant: it cancels).
   """
   m = jnp.ones_like(weights) if mask is None else mask.astype(weights.dtype)
-  n = jnp.maximum(jnp.sum(m), 1.0)
   if how == "none":
     return weights
-  if how == "mean":
-    return weights / (jnp.sum(weights * m) / n + 1e-12)
   if how == "clip":
     return jnp.clip(weights, 0.0, clip_max)
-  if how == "softmax":
-    z = jnp.where(m > 0, logits / temperature, -jnp.inf)
-    return n * jax.nn.softmax(z)
+  if axis_name is None:
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    if how == "mean":
+      return weights / (jnp.sum(weights * m) / n + 1e-12)
+    if how == "softmax":
+      z = jnp.where(m > 0, logits / temperature, -jnp.inf)
+      return n * jax.nn.softmax(z)
+  else:
+    n = jnp.maximum(jax.lax.psum(jnp.sum(m), axis_name), 1.0)
+    if how == "mean":
+      return weights / (jax.lax.psum(jnp.sum(weights * m), axis_name) / n + 1e-12)
+    if how == "softmax":
+      z = jnp.where(m > 0, logits / temperature, -jnp.inf)
+      shift = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(z)), axis_name)
+      e = jnp.exp(z - shift)
+      return n * e / jax.lax.psum(jnp.sum(e), axis_name)
   raise ValueError(f"unknown weight post-processing {how!r}")

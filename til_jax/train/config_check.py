@@ -15,6 +15,7 @@ CHOICES = {
     "til.weight_norm": ("none", "mean", "clip", "softmax"),
     "til.reduction": ("mean", "sum"),
     "data.noise": ("none", "pos", "neg", "both"),
+    "parallel.backend": ("shard_map", "pmap"),
     "eval.metric": None,
 }
 POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.every", "eval.chunk",
@@ -22,8 +23,10 @@ POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.ever
                 "til.eta_every", "til.refresh_every")
 POSITIVE_FLOAT = ("optim.lr", "til.lr_look", "til.gen_lr", "til.tau", "til.temperature")
 NONNEG_FLOAT = ("optim.l2", "til.gamma", "til.gen_l2", "til.alpha")
-# Fields that do not change what a run computes: a resumed run may change them.
-VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget")
+# Fields that do not change what a run computes: a resumed run may change them. (parallel:
+# any device count or backend computes the same numbers within float32 rounding.)
+VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget",
+            "parallel")
 
 
 def _get(config, dotted: str):
@@ -66,9 +69,35 @@ def validate(config) -> None:
       int(config.eval.metric.split("@")[1]) not in ks:
     raise ConfigError(f"config.eval.metric: {config.eval.metric!r} must be one of recall|ndcg|"
                       f"precision|hitrate @ a k in config.eval.ks {list(ks)}")
+  _validate_parallel(config)
   frac = _get(config, "til.meta_fraction")
   if frac is not None and not 0.0 < float(frac) < 1.0:
     raise ConfigError(f"config.til.meta_fraction: must be in (0, 1), got {frac!r}")
+
+
+def _validate_parallel(config) -> None:
+  """config.parallel: types and ranges here; device counts against the machine and
+  batch_size divisibility in til_jax.parallel (they need the devices)."""
+  if _get(config, "parallel") is None:
+    return
+  for field, lo in (("num_devices", 0), ("num_processes", 0), ("process_id", -1)):
+    v = _get(config, f"parallel.{field}")
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+      raise ConfigError(f"config.parallel.{field}: must be an integer >= {lo}, got {v!r}")
+  v = _get(config, "parallel.shard_embeddings")
+  if v is not None and not isinstance(v, bool):
+    raise ConfigError(f"config.parallel.shard_embeddings: must be True or False, got {v!r}")
+  coord = _get(config, "parallel.coordinator")
+  if coord is not None and not isinstance(coord, str):
+    raise ConfigError(f"config.parallel.coordinator: must be 'host:port' or '', got {coord!r}")
+  if coord:
+    host, _, port = coord.rpartition(":")
+    if not host or not port.isdigit():
+      raise ConfigError(f"config.parallel.coordinator: must be 'host:port', got {coord!r}")
+    n, pid = _get(config, "parallel.num_processes") or 0, _get(config, "parallel.process_id")
+    if n and pid is not None and pid >= n:
+      raise ConfigError(f"config.parallel.process_id: {pid} must be < config.parallel."
+                        f"num_processes ({n})")
 
 
 def check_against_data(config, dataset) -> None:

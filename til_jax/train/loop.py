@@ -5,6 +5,12 @@ A whole epoch runs as one jit-compiled `lax.scan` over its steps (no host round-
 metrics come back to the host once per epoch. The host draws the epoch's triplets with a NumPy
 generator seeded by (seed, epoch), and step keys are fold_in(key, step), so a resumed run
 replays exactly what an uninterrupted one does.
+
+Devices (`config.parallel`, `til_jax.parallel`): the epoch runs data-parallel over a 1-D mesh
+(one device = a 1-device mesh, the same code); the state lives on the mesh (replicated, or its
+embedding rows split with shard_embeddings), the host-side hooks, evaluation and exports read a
+process-local view of it. Several processes: every process runs this loop in lockstep; process 0
+alone writes the workdir's JSON files, Orbax coordinates the checkpoints.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from til_jax import parallel
 from til_jax.data.dataset import CSR
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.evaluation import Evaluator
 from til_jax.models import make_model
 from til_jax.train import config_check
-from til_jax.train.checkpoint import Checkpointer, abstract_like
+from til_jax.train.checkpoint import Checkpointer
 from til_jax.train.methods import make_method
 from til_jax.train.state import TrainState
 
@@ -83,8 +90,15 @@ def init_state(config, model, method, tx) -> TrainState:
                     gen_params=gen_params, gen_opt_state=gen_opt_state, aux=aux)
 
 
-def make_epoch_fn(method):
-  """jit(scan(update)) per phase; the state is donated (updated in place)."""
+def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
+  """run_epoch(state, batches [steps, B], consts, phase) -> (state, metrics [steps]).
+
+  With `dp`: `dp.epoch_fn(method)`, the data-parallel scan over dp's mesh (state from
+  `dp.put_state`, consts from `dp.put_replicated`). Without: jit(scan(update)) on the default
+  device. Either way the state is donated (updated in place)."""
+  if dp is not None:
+    return dp.epoch_fn(method)
+
   @functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
   def run_epoch(state, batches, consts, phase):
     return jax.lax.scan(lambda s, b: method.update(s, b, consts, phase), state, batches)
@@ -118,9 +132,9 @@ class _Signals:
       signal.signal(sig, old)
 
 
-def _check_workdir(config, workdir: str) -> None:
+def _check_workdir(config, workdir: str, primary: bool = True) -> None:
   """Refuses to mix runs: an existing workdir must hold the same config (less checkpoint and
-  logging fields), unless config.checkpoint.overwrite is set."""
+  logging fields), unless config.checkpoint.overwrite is set. Only the primary process writes."""
   path = os.path.join(workdir, "config.json")
   new = config_check.identity(config)
   if os.path.exists(path):
@@ -132,13 +146,14 @@ def _check_workdir(config, workdir: str) -> None:
       raise ConfigError(f"{workdir}: holds a run with a different config (fields: "
                         f"{', '.join(diff[:5])}); use another --workdir or "
                         "--config.checkpoint.overwrite=True")
-    if old.get("identity") != new and config.checkpoint.overwrite:
+    if old.get("identity") != new and config.checkpoint.overwrite and primary:
       import shutil
       for sub in ("checkpoints", "best", "metrics.jsonl", "metrics.json"):
         p = os.path.join(workdir, sub)
         shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (
             os.path.exists(p) and os.remove(p))
-  _atomic_json(path, {"identity": new, "config": json.loads(config.to_json_best_effort())})
+  if primary:
+    _atomic_json(path, {"identity": new, "config": json.loads(config.to_json_best_effort())})
 
 
 def _atomic_json(path: str, obj) -> None:
@@ -164,11 +179,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns the final metrics dict (also written to workdir/metrics.json)."""
   config_check.validate(config)
+  parallel.initialize_distributed(config.get("parallel", None))  # before JAX starts a backend
+  primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir(config, workdir)
+  _check_workdir(config, workdir, primary)
   t_setup = time.time()
   dataset, model, method, tx, consts = build(config)
   log.info("%s | backbone %s | method %s", dataset.summary(), model.name, method.name)
+  dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
+  if dp.size > 1 or jax.process_count() > 1:
+    log.info("data parallel: %d devices in %d process(es), %s, batch %d per device",
+             dp.size, jax.process_count(), dp.mode(method), int(config.train.batch_size) // dp.size)
   ks = tuple(config.eval.ks)
   metric = config.eval.metric
   valid_ev = Evaluator(dataset, "valid", ks=ks, chunk=int(config.eval.chunk))
@@ -179,36 +200,43 @@ def train_and_evaluate(config, workdir: str) -> dict:
   represent = jax.jit(model.represent)
 
   def evaluate(state, ev):
-    mp = state.params["model"]
+    mp = parallel.local(state.params["model"])
     return ev(score_fn, (mp, represent(mp, consts["graph"])))
 
   state = init_state(config, model, method, tx)
   ckpt = Checkpointer(workdir, keep=int(config.checkpoint.keep))
-  abstract = abstract_like(state)
+  abstract = dp.abstract(state)
   restored, meta = ckpt.restore_latest(abstract)
   if restored is not None:
     state = restored
     log.info("resumed from %s at epoch %d", os.path.join(workdir, "checkpoints"), meta["epoch"])
   else:
+    state = dp.put_state(state)
     meta = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0}
-  run_epoch = make_epoch_fn(method)
+  run_epoch = make_epoch_fn(method, dp)
+  mesh_consts = dp.put_replicated(consts)
   base_seed = int(config.seed)
   every, patience = int(config.eval.every), int(config.train.patience)
   max_epochs = int(config.train.epochs)
   jsonl = os.path.join(workdir, "metrics.jsonl")
-  if restored is None and os.path.exists(jsonl):
+  if restored is None and os.path.exists(jsonl) and primary:
     os.remove(jsonl)
-  bar = _progress(max_epochs, meta["epoch"])
+  bar = _progress(max_epochs, meta["epoch"]) if primary else None
   log.info("setup %.1fs", time.time() - t_setup)
   stop_reason = "max_epochs"
   with _Signals() as sigs:
     while meta["epoch"] < max_epochs:
       epoch = meta["epoch"]
       t0 = time.time()
-      state = method.on_epoch_start(state, epoch, consts)
+      # host-side hooks see a process-local view; a changed state goes back onto the mesh
+      view = parallel.local(state)
+      hooked = method.on_epoch_start(view, epoch, consts)
+      if hooked is not view:
+        state = dp.put_state(hooked)
+      del view, hooked
       batches = method.epoch_batches(epoch, np.random.default_rng([base_seed, epoch]))
-      step0 = int(state.step)
-      state, metrics = run_epoch(state, batches, consts, method.phase(epoch))
+      step0 = int(parallel.local(state.step))
+      state, metrics = run_epoch(state, batches, mesh_consts, method.phase(epoch))
       metrics = jax.device_get(metrics)
       losses = np.asarray(metrics["loss"])
       bad = ~np.isfinite(losses)
@@ -239,8 +267,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
           is_best = True
         else:
           meta["bad_epochs"] += every
-      with open(jsonl, "a") as f:
-        f.write(json.dumps(record) + "\n")
+      if primary:
+        with open(jsonl, "a") as f:
+          f.write(json.dumps(record) + "\n")
       line = (f"epoch {epoch + 1:4d} loss {record['loss']:.4f} {seconds:.2f}s"
               + (f" | valid {metric} {record['valid'][metric]:.4f}" if "valid" in record else "")
               + (f" w {record['w_mean']:.3f}+-{record['w_std']:.3f}" if "w_mean" in record else ""))
@@ -276,9 +305,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
       "budget": config.get("budget", ""),
   }
-  _atomic_json(os.path.join(workdir, "metrics.json"), final)
-  if config.export_embeddings:
-    export_embeddings(model, best_state, consts, workdir)
+  if primary:
+    _atomic_json(os.path.join(workdir, "metrics.json"), final)
+  if config.export_embeddings and primary:
+    export_embeddings(model, parallel.local(best_state), consts, workdir)
   return final
 
 
@@ -302,7 +332,8 @@ def restore(config, workdir: str, which: str = "best"):
   state = init_state(config, model, method, tx)
   ckpt = Checkpointer(workdir)
   fn = ckpt.restore_best if which == "best" else ckpt.restore_latest
-  restored, _ = fn(abstract_like(state))
+  # A target with a sharding: Orbax refuses one without when the run saved on other devices.
+  restored, _ = fn(parallel.DataParallel(parallel.make_mesh(1)).abstract(state))
   ckpt.close()
   if restored is None:
     raise ConfigError(f"{workdir}: no {which} checkpoint to restore")

@@ -6,9 +6,17 @@ A method owns three things:
   * `update(state, batch, consts, phase)` -> (state, metrics): one pure step, scanned over an
     epoch inside jit; `phase(epoch)` picks a variant (TIL-MI pre-trains with plain BPR);
   * `on_epoch_start(state, epoch, consts)` -> state: host-side hooks (K-means initialisation).
+
+Data parallelism (`til_jax.parallel`): `with_axis_name(name)` returns a copy whose `update`
+computes global-batch losses and gradients with collectives over the named mesh axis (the
+batch split along B). BPR and the TIL family do (`supports_axis_name`); a subclass that
+overrides `update` must say so itself, otherwise it runs under plain jit with sharded arrays.
 """
 
 from __future__ import annotations
+
+import copy
+import dataclasses
 
 import jax
 import numpy as np
@@ -18,6 +26,7 @@ from til_jax import objectives
 from til_jax.data.dataset import CSR, Dataset
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
 from til_jax.errors import ConfigError
+from til_jax.parallel import pmean
 from til_jax.til import api, bilevel
 from til_jax.train.state import TrainState
 
@@ -26,12 +35,13 @@ def batch_scores(model, model_params, graph, users, pos, neg):
   return bilevel.batch_scores(model, model_params, graph, users, pos, neg)
 
 
-def bpr_objective(params, model, graph, batch, l2: float):
-  """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2."""
+def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None):
+  """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
+  `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean)."""
   mp = params["model"]
   pos_s, neg_s = batch_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
-  return (objectives.bpr_loss(pos_s, neg_s, batch["mask"])
-          + l2 * model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"]))
+  reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
+  return objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name) + l2 * pmean(reg, axis_name)
 
 
 def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
@@ -45,6 +55,7 @@ class BPR:
   """Plain BPR: one fresh uniform negative per positive each epoch."""
 
   name = "bpr"
+  axis_name: str | None = None  # set by with_axis_name for the data-parallel step
 
   def __init__(self, model, dataset: Dataset, tx, config):
     self.model, self.dataset, self.tx, self.config = model, dataset, tx, config
@@ -54,6 +65,18 @@ class BPR:
 
   def init(self, key, params):
     return params, {}, {}
+
+  @property
+  def supports_axis_name(self) -> bool:
+    """Whether `update` reduces over `axis_name`: true for BPR's and TIL's own update; a
+    subclass that overrides update overrides this too if it reduces."""
+    return type(self).update in (BPR.update, TIL.update)
+
+  def with_axis_name(self, axis_name: str | None):
+    """A shallow copy whose update reduces over the mesh axis `axis_name`."""
+    m = copy.copy(self)
+    m.axis_name = axis_name
+    return m
 
   def make_gen_tx(self):
     return None
@@ -69,8 +92,8 @@ class BPR:
 
   def bpr_update(self, state: TrainState, batch, consts):
     loss, grads = jax.value_and_grad(bpr_objective)(state.params, self.model, consts["graph"],
-                                                    batch, self.l2)
-    return apply_grads(state, self.tx, loss, grads)
+                                                    batch, self.l2, self.axis_name)
+    return apply_grads(state, self.tx, loss, pmean(grads, self.axis_name))
 
   def update(self, state, batch, consts, phase: str):
     return self.bpr_update(state, batch, consts)
@@ -94,7 +117,10 @@ class TIL(BPR):
         refresh_every=int(c.refresh_every), kmeans_iters=int(c.kmeans_iters))
     self.n_clusters = int(c.n_clusters)
     self.outer_batch = c.outer_batch
-    self.pretrain_epochs = int(c.pretrain_epochs) if self.settings.interest != "uni" else 0
+    # Plain BPR epochs before the bilevel steps start: MI/MIK need embeddings worth clustering
+    # (paper 5.4); `warmup_epochs` (default 0) applies to every TIL method.
+    self.pretrain_epochs = max(int(c.get("warmup_epochs", 0)),
+                               int(c.pretrain_epochs) if self.settings.interest != "uni" else 0)
     self.gen_lr = float(c.gen_lr)
     self.gen_l2 = float(c.gen_l2)
     if self.outer_batch == "valid":
@@ -109,7 +135,9 @@ class TIL(BPR):
 
   @property
   def core(self) -> api.TIL:
-    return api.TIL(self.model, self.settings, self.tx, self.gen_tx, self.n_clusters)
+    settings = self.settings if self.axis_name is None else dataclasses.replace(
+        self.settings, axis_name=self.axis_name)
+    return api.TIL(self.model, settings, self.tx, self.gen_tx, self.n_clusters)
 
   def init(self, key, params):
     return self.core.init_extra(key, params)
