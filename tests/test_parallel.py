@@ -28,7 +28,7 @@ TIMEOUT = 900  # seconds; generous for a shared, loaded CI machine
 
 STEP_SCRIPT = r"""
 import json, sys
-import jax, numpy as np
+import jax, ml_collections, numpy as np
 from tests.test_train import tiny_config
 from tests.fixtures import write_split
 from til_jax import parallel
@@ -38,8 +38,12 @@ from til_jax.train import loop
 assert jax.device_count() == 4, jax.devices()
 folder = write_split(sys.argv[1])
 
-def run(method, devices, backend="shard_map", **kw):
-  c = tiny_config(folder, method=method, epochs=1, **kw)
+def run(method, devices, backend="shard_map", shard=False, **kw):
+  base = {k.split(".", 1)[1]: v for k, v in kw.items() if k.startswith("baselines.")}
+  c = tiny_config(folder, method=method, epochs=1,
+                  **{k: v for k, v in kw.items() if k not in base and not k.startswith("baselines.")})
+  if base:
+    c.baselines = ml_collections.ConfigDict(base)
   dataset, model, m, tx, consts = loop.build(c)
   state = loop.init_state(c, model, m, tx)
   init = jax.device_get(state.params)
@@ -49,10 +53,15 @@ def run(method, devices, backend="shard_map", **kw):
     state, metrics = loop.make_epoch_fn(m)(state, batches, consts, m.phase(0))
   else:
     c.parallel.num_devices, c.parallel.backend = devices, backend
+    c.parallel.shard_embeddings = shard
     dp = parallel.DataParallel.from_config(c, rows=(model.n_users, model.n_items))
-    assert dp.size == devices and dp.mode(m) == backend
+    assert dp.size == devices
+    assert dp.mode(m) == ("jit" if shard or method == "tce_bpr" else backend), dp.mode(m)
     state, metrics = loop.make_epoch_fn(m, dp)(dp.put_state(state), batches,
                                                dp.put_replicated(consts), m.phase(0))
+    if shard:  # the user table (40 rows) and its Adam moments are split by rows over 4 devices
+      for table in (state.params["model"]["user"], state.opt_state[0].mu["model"]["user"]):
+        assert table.addressable_shards[0].data.shape == (10, 8), table.sharding
   state = jax.device_get(parallel.local(state))
   leaves = lambda t: [np.asarray(x, np.float64) for x in jax.tree.leaves(t)]
   return {"params": leaves((state.params, state.gen_params)), "init": leaves(init),
@@ -62,7 +71,10 @@ def maxdiff(a, b):
   return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 cases = {
-    "bpr": ("bpr", {}, [(1, "shard_map"), (4, "shard_map"), (4, "pmap")]),
+    "bpr": ("bpr", {}, [(1, "shard_map"), (4, "shard_map"), (4, "pmap"), (4, "sharded")]),
+    # a baseline without named-axis collectives: jit over sharded arrays (global truncation)
+    "tce_bpr": ("tce_bpr", {"baselines.drop_rate": 0.2, "baselines.num_gradual": 2},
+                [(4, "shard_map")]),
     "til_ui": ("til_ui", {"til.weight_norm": "softmax"}, [(4, "shard_map"), (4, "pmap")]),
     "til_mi": ("til_mi", {"til.pretrain_epochs": 0, "til.weight_norm": "mean"},
                [(4, "shard_map")]),
@@ -72,7 +84,8 @@ for name, (method, kw, variants) in cases.items():
   ref = run(method, None, **kw)
   res = {"moved": maxdiff(ref["params"][:len(ref["init"])], ref["init"])}
   for devices, backend in variants:
-    r = run(method, devices, backend, **kw)
+    r = run(method, devices, "shard_map" if backend == "sharded" else backend,
+            shard=backend == "sharded", **kw)
     res[f"{devices}/{backend}"] = {
         "params": maxdiff(r["params"], ref["params"]),
         "metrics": max(float(np.max(np.abs(r["metrics"][k] - v))) for k, v in ref["metrics"].items()),
@@ -113,7 +126,7 @@ def _cli(workdir, *extra):
   return [sys.executable, "-m", "experiments.main", "--config=configs/synthetic_mf.py",
           f"--workdir={workdir}", "--config.method=til_ui", "--config.train.epochs=3",
           "--config.train.batch_size=512", "--config.eval.every=3", "--config.til.eta_every=1",
-          *extra]
+          "--config.export_embeddings=True", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +171,13 @@ def steps(runs):
   return json.loads(lines[-1][len("RESULT "):])
 
 
-@pytest.mark.parametrize("case", ["bpr", "til_ui", "til_mi"])
+@pytest.mark.parametrize("case", ["bpr", "til_ui", "til_mi", "tce_bpr"])
 def test_one_epoch_equals_single_device(steps, case):
   """BPR, TIL-UI (global softmax weights) and TIL-MI (global mean-one weights, learned centres):
   one epoch on a 1-device mesh, on 4 devices (shard_map) and under pmap equals the plain
-  single-device jit(scan) step: parameters, generator and every step metric."""
+  single-device jit(scan) step: parameters, generator and every step metric. BPR also with
+  embedding rows sharded over the 4 devices, and TCE-BPR (a baseline: no named-axis code, run
+  as jit over sharded arrays) with a truncation that must see the whole batch."""
   res = steps[case]
   assert res["moved"] > 1e-3
   variants = [k for k in res if "/" in k]
@@ -170,7 +185,7 @@ def test_one_epoch_equals_single_device(steps, case):
   for v in variants:
     assert res[v]["params"] < PARAM_TOL, (case, v, res[v])
     assert res[v]["metrics"] < METRIC_TOL, (case, v, res[v])
-  if case != "bpr":
+  if case.startswith("til"):
     assert {"hypergrad_norm", "w_mean", "w_std", "outer_loss"} <= set(res[variants[0]]["metric_names"])
 
 
@@ -187,31 +202,37 @@ def _same_metrics(a, b):
   assert a["best_epoch"] == b["best_epoch"] and a["epochs"] == b["epochs"]
 
 
+def _embeddings(workdir):
+  return [np.load(os.path.join(workdir, "embeddings", f"{n}.npy")) for n in ("user", "item")]
+
+
 def _restored_params(workdir):
-  """The latest checkpoint's parameters, restored in this (single-device) process."""
-  import jax
+  """The best checkpoint's MF tables, restored in this (single-device) process."""
   from ml_collections import config_dict
 
   from til_jax.train import loop
   with open(os.path.join(workdir, "config.json")) as f:
     cfg = config_dict.ConfigDict(json.load(f)["config"])
-  _, _, _, state, _ = loop.restore(cfg, workdir, "latest")
-  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.gen_params))]
+  _, _, _, state, _ = loop.restore(cfg, workdir, "best")
+  return [np.asarray(state.params["model"][n]) for n in ("user", "item")]
 
 
 def test_cli_four_devices_equals_one(runs):
+  """The CLI (TIL-UI, 3 epochs, batch 512 = 4 x 128) on 4 devices: the same valid/test metrics
+  and exported embeddings as on one device."""
   one, four = runs["one"], runs["four"]
   assert one["rc"] == 0, one["stderr"]
   assert four["rc"] == 0, four["stderr"]
   assert "data parallel: 4 devices in 1 process(es), shard_map" in four["stderr"]
   _same_metrics(one["metrics"], four["metrics"])
-  for a, b in zip(_restored_params(one["workdir"]), _restored_params(four["workdir"])):
+  for a, b in zip(_embeddings(one["workdir"]), _embeddings(four["workdir"])):
     np.testing.assert_allclose(a, b, atol=PARAM_TOL, rtol=0)
 
 
 def test_two_processes_equal_one(runs):
   """jax.distributed on 127.0.0.1 with gloo CPU collectives: 2 processes x 1 device train TIL-UI
-  as one process does; the checkpoint Orbax wrote from both processes restores in one."""
+  as one process does; the checkpoint Orbax wrote from both processes restores in one process
+  and process 0 alone wrote the workdir's files."""
   p0, p1, one = runs["proc0"], runs["proc1"], runs["one"]
   assert one["rc"] == 0, one["stderr"]
   if p0["rc"] != 0 and "DEADLINE_EXCEEDED" in p0["stderr"] + p1["stderr"]:
@@ -220,5 +241,9 @@ def test_two_processes_equal_one(runs):
   assert p1["rc"] == 0, p1["stderr"]
   assert "data parallel: 2 devices in 2 process(es)" in p0["stderr"]
   _same_metrics(one["metrics"], p0["metrics"])
-  for a, b in zip(_restored_params(one["workdir"]), _restored_params(p0["workdir"])):
+  with open(os.path.join(p0["workdir"], "metrics.jsonl")) as f:
+    assert [json.loads(ln)["epoch"] for ln in f] == [1, 2, 3]  # one writer, no duplicates
+  ref = _embeddings(one["workdir"])
+  for a, b, c in zip(ref, _embeddings(p0["workdir"]), _restored_params(p0["workdir"])):
     np.testing.assert_allclose(a, b, atol=PARAM_TOL, rtol=0)
+    np.testing.assert_allclose(a, c, atol=PARAM_TOL, rtol=0)

@@ -173,6 +173,9 @@ class DataParallel:
     if backend not in BACKENDS:
       raise ConfigError(f"config.parallel.backend: {backend!r} is not allowed; allowed: "
                         f"{', '.join(BACKENDS)}")
+    if backend == "pmap" and jax.process_count() > 1:
+      raise ConfigError("config.parallel.backend: pmap is supported in one process here; use "
+                        "shard_map with several processes")
     mesh = make_mesh(int(_cfg(pcfg, "num_devices", 0)))
     check_batch(int(config.train.batch_size), mesh.devices.size)
     return cls(mesh, backend, bool(_cfg(pcfg, "shard_embeddings", False)), tuple(rows))
@@ -239,48 +242,44 @@ class DataParallel:
 
     state: from `put_state` (donated); batches: host arrays [steps, B] (split here); consts:
     from `put_replicated`; phase: static."""
-    mode = self.mode(method)
-    if mode == "jit":
-      return self._jit_epoch_fn(method)
+    if self.mode(method) == "pmap":  # one process (from_config refuses several)
+      pmapped = jax.pmap(self._per_device(method), axis_name=AXIS, in_axes=(None, 1, None),
+                         out_axes=None, static_broadcasted_argnums=3, donate_argnums=0,
+                         devices=list(self.mesh.devices.flat))
+
+      def run_pmap(state, batches, consts, phase):
+        # [steps, B] -> [steps, n_devices, B / n]: pmap maps axis 1, device d gets slice d
+        split = {k: v.reshape(v.shape[0], self.size, -1, *v.shape[2:]) for k, v in batches.items()}
+        return pmapped(state, split, consts, phase)
+      return run_pmap
+    cache = {}
+
+    def run(state, batches, consts, phase):
+      if "fn" not in cache:
+        cache["fn"] = self.jitted_epoch(method, state)
+      return cache["fn"](state, self.put_batches(batches), consts, phase)
+    return run
+
+  def _per_device(self, method):
     m = method.with_axis_name(AXIS)
 
     def per_device(state, batches, consts, phase):
       return jax.lax.scan(lambda s, b: m.update(s, b, consts, phase), state, batches)
+    return per_device
 
-    if mode == "pmap":
-      n_local = len(self.mesh.local_devices)
-      devices = list(self.mesh.devices.flat)
-      pmapped = jax.pmap(per_device, axis_name=AXIS, in_axes=(None, 1, None), out_axes=None,
-                         static_broadcasted_argnums=3, donate_argnums=0, devices=devices)
-      p0 = jax.process_index()
-      mine = [i for i, d in enumerate(devices) if d.process_index == p0]
+  def jitted_epoch(self, method, state):
+    """The jit-compiled epoch for modes "shard_map" and "jit": f(state, batches, consts, phase)
+    with batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs) fixes the
+    output shardings. `.lower(...)` it for XLA's memory analysis."""
+    out_sh = (self.state_shardings(state), self.replicated)
+    if self.mode(method) == "jit":
+      def scan(state, batches, consts, phase):
+        return jax.lax.scan(lambda s, b: method.update(s, b, consts, phase), state, batches)
+      return jax.jit(scan, static_argnums=3, donate_argnums=0, out_shardings=out_sh)
+    per_device = self._per_device(method)
 
-      def run_pmap(state, batches, consts, phase):
-        # [steps, B] -> [steps, n_devices, B / n]; this process passes its own devices' slices
-        split = {k: v.reshape(v.shape[0], self.size, -1, *v.shape[2:])[:, mine]
-                 for k, v in batches.items()}
-        assert all(s.shape[1] == n_local for s in split.values())
-        return pmapped(state, split, consts, phase)
-      return run_pmap
-
-    @functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
     def run(state, batches, consts, phase):
       fn = jax.shard_map(functools.partial(per_device, phase=phase), mesh=self.mesh,
                          in_specs=(P(), P(None, AXIS), P()), out_specs=(P(), P()))
       return fn(state, batches, consts)
-
-    def run_shard_map(state, batches, consts, phase):
-      return run(state, self.put_batches(batches), consts, phase)
-    return run_shard_map
-
-  def _jit_epoch_fn(self, method):
-    cache = {}
-
-    def run_jit(state, batches, consts, phase):
-      if "fn" not in cache:
-        out_sh = (self.state_shardings(state), self.replicated)
-        cache["fn"] = jax.jit(
-            lambda s, b, c, ph: jax.lax.scan(lambda s_, b_: method.update(s_, b_, c, ph), s, b),
-            static_argnums=3, donate_argnums=0, out_shardings=out_sh)
-      return cache["fn"](state, self.put_batches(batches), consts, phase)
-    return run_jit
+    return jax.jit(run, static_argnums=3, donate_argnums=0, out_shardings=out_sh)

@@ -228,8 +228,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     while meta["epoch"] < max_epochs:
       epoch = meta["epoch"]
       t0 = time.time()
-      # host-side hooks see a process-local view; a changed state goes back onto the mesh
-      view = parallel.local(state)
+      # host-side hooks see the state as is in one process (jax ops follow its shardings; no
+      # gather of sharded tables), a process-local copy with several; a changed state goes
+      # back onto the mesh
+      view = state if jax.process_count() == 1 else parallel.local(state)
       hooked = method.on_epoch_start(view, epoch, consts)
       if hooked is not view:
         state = dp.put_state(hooked)
