@@ -110,56 +110,65 @@ def _reference(scores, exclude: CSR, targets: CSR, ks):
 
 
 def _random_dataset(rng, n_users, n_items, density=0.02):
-  """Random disjoint train / valid / test with some users without valid or test items."""
+  """Random disjoint train / valid / test; ~10% of the users have no valid and no test items."""
   part = rng.choice(4, size=(n_users, n_items), p=[1 - density, density / 2, density / 4, density / 4])
-  part[rng.random(n_users) < 0.1, :] = np.where(part[rng.random(n_users) < 0.1, :] == 2, 0, 0)[0]
+  no_targets = rng.random(n_users) < 0.1
+  part[no_targets] = np.where(part[no_targets] == 1, 1, 0)
   mk = lambda v: CSR.from_pairs(*np.nonzero(part == v), n_users, n_items)
   return Dataset("rand", n_users, n_items, mk(1), mk(2), mk(3))
 
 
-@pytest.mark.parametrize("split", ["valid", "test"])
-def test_matches_bruteforce(split):
+@pytest.mark.parametrize("split,ties", [("valid", False), ("test", True)])
+def test_matches_bruteforce(split, ties):
+  """Random CSR splits and scores vs the NumPy brute force, per user. The scores are a float32
+  table (so both sides rank the very same values): real-valued, or small integers with many
+  exact ties (ties must go to the lower item id, also across the blocks of block_top_k)."""
   rng = np.random.default_rng(0)
-  n_users, n_items, d = 300, 3001, 8
+  n_users, n_items = 300, 3001              # 3001 = 93 * 32 + 25: a short last block
   ds = _random_dataset(rng, n_users, n_items)
-  ur = rng.standard_normal((n_users, d)).astype(np.float32)
-  ir = rng.standard_normal((n_items, d)).astype(np.float32)
+  if ties:
+    table = rng.integers(0, 30, size=(n_users, n_items)).astype(np.float32)
+  else:
+    table = rng.standard_normal((n_users, 8)).astype(np.float32) @ \
+        rng.standard_normal((n_items, 8)).astype(np.float32).T
   ks = (1, 5, 20)
   ev = Evaluator(ds, split, ks=ks, chunk=64)
-  assert -(-n_items // ev.block) >= 4 * max(ks)  # the block top-k path is taken
-  got = ev.per_user(dot_score_fn, (jnp.asarray(ur), jnp.asarray(ir)))
-  scores = np.asarray(dot_score_fn((jnp.asarray(ur), jnp.asarray(ir)), jnp.arange(n_users)))
+  assert n_items > 2 * max(ks) * ev.block    # block_top_k takes its block path
+  assert 0 < ev.n_users < n_users            # some users have no targets
+  got = ev.per_user(_table_scores, jnp.asarray(table))
   exclude = ds.train if split == "valid" else ds.train.union(ds.valid)
-  want = _reference(scores, exclude, getattr(ds, split), ks)
+  want = _reference(table, exclude, getattr(ds, split), ks)
   assert set(got) == set(want)
   for name in want:
     np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
-
-
-def test_bruteforce_with_ties():
-  """Integer scores with many exact ties: the block top-k must give the stable-sort ranking."""
-  rng = np.random.default_rng(1)
-  n_users, n_items = 200, 2500
-  ds = _random_dataset(rng, n_users, n_items, density=0.05)
-  table = rng.integers(0, 40, size=(n_users, n_items)).astype(np.float32)
-  ks = (3, 10)
-  ev = Evaluator(ds, "test", ks=ks, chunk=50)
-  got = ev.per_user(_table_scores, jnp.asarray(table))
-  want = _reference(table, ds.train.union(ds.valid), ds.test, ks)
+  means = ev(_table_scores, jnp.asarray(table))
   for name in want:
-    np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
+    assert means[name] == pytest.approx(want[name].mean(), abs=1e-6)
 
 
-@pytest.mark.parametrize("block", [8, 32])
-def test_block_top_k(block):
+def test_dot_score_fn():
+  rng = np.random.default_rng(3)
+  u, i = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal((7, 4)).astype(np.float32)
+  got = dot_score_fn((jnp.asarray(u), jnp.asarray(i)), jnp.array([4, 0]))
+  np.testing.assert_allclose(np.asarray(got), u[[4, 0]] @ i.T, rtol=1e-5, atol=1e-5)
+
+
+def test_block_top_k():
+  """block_top_k == a stable descending argsort: heavy ties, light ties, no ties, -inf runs, the
+  best items in the short last block (1999 = 62 * 32 + 15) and rows with fewer than k finite."""
   rng = np.random.default_rng(2)
-  for hi in (5, 1000, None):  # heavy ties, light ties, no ties
-    s = rng.integers(0, hi, (16, 1999)) if hi else rng.standard_normal((16, 1999))
-    s = s.astype(np.float32)
-    s[:, :7] = -np.inf
-    want = np.argsort(-s, axis=1, kind="stable")[:, :12]
-    got = np.asarray(jax.jit(block_top_k, static_argnums=(1, 2))(jnp.asarray(s), 12, block))
-    np.testing.assert_array_equal(got, want)
+  rows = [rng.integers(0, 5, (8, 1999)), rng.integers(0, 1000, (8, 1999)),
+          rng.standard_normal((8, 1999))]
+  s = np.concatenate(rows).astype(np.float32)
+  s[:, :7] = -np.inf
+  s[3, -5:] = 1e4                     # top items past the last full block
+  s[4, -1] = 1e4
+  s[5, :] = -np.inf                   # nothing finite: lowest ids first
+  s[6, :] = -np.inf                   # fewer finite items than k
+  s[6, [100, 500, 1990]] = 1.0
+  want = np.argsort(-s, axis=1, kind="stable")[:, :12]
+  got = np.asarray(jax.jit(block_top_k, static_argnums=(1, 2))(jnp.asarray(s), 12, 32))
+  np.testing.assert_array_equal(got, want)
 
 
 def test_popularity_baseline():

@@ -5,11 +5,14 @@ training items (and validation items when scoring test) are masked with -inf; Re
 |T_u|; NDCG@k uses binary gains, log2(rank + 1) discounts and an ideal DCG over min(|T_u|, k);
 all metrics are averaged over users with |T_u| > 0. Ties are broken towards the lower item id.
 
-Speed: scoring is one matmul per user chunk; the top-k is exact but avoids a full `lax.top_k`
-over all items (slow on CPU): the items are cut into blocks of `block` items, the k best blocks
-by their maximum are found, and the top-k is taken over those k * block candidates only. Any
-item of the true top-k lies in one of those blocks, because the k-th best block maximum is a lower
-bound of the k-th best score.
+Speed (2-core CPU, Gowalla valid, 64-d, benchmarks/eval_bench.py): the users are scored in
+chunks of `chunk` (default 128: a [128, 41k] float32 score block, 21 MB, stays in the L3 cache;
+256+ spills and the matmul alone gets ~2x slower); the train items are masked by an in-place
+scatter of flat (row, item) pairs (not [chunk, max |train|] padded lists); and the top-k is
+`block_top_k`, exact, which replaces the full `lax.top_k` (a per-row partial sort: about as
+costly as the matmul itself here) by one vectorized pass of block maxima and two small top-k.
+The matmul then dominates. Everything runs in float32 (bf16 has no fast path on AVX2 CPUs and
+would change rankings) with XLA's default options: nothing is set in `jax.config` or XLA_FLAGS.
 """
 
 from __future__ import annotations
@@ -28,33 +31,30 @@ ScoreFn = Callable[..., jax.Array]  # (params, users [c]) -> scores [c, n_items]
 
 
 def block_top_k(scores: jax.Array, k: int, block: int = 32) -> jax.Array:
-  """Exact top-k item indices [c, k] of scores [c, n], best first, ties to the lower index.
+  """Exact top-k item indices [c, k] of scores [c, n], best first, ties to the lower index
+  (the order of a stable descending sort).
 
-  Column j of the [c, block, nb] view (nb = ceil(n / block)) holds items j, nb + j, 2 nb + j, ...
-  The k columns with the best maxima hold the whole top-k: every column left out has a maximum
-  <= the k-th kept maximum <= the k-th best score. Its top-k is taken over those k * block
-  candidates, ordered by item id so that `lax.top_k` breaks ties towards the lower id. A user
-  whose k-th score equals the maximum of a column left out (an exact tie at the boundary, e.g.
-  integer popularity scores) could get a different tie-break: if any user of the chunk has one,
-  the chunk falls back to a full `lax.top_k`, so the result is always that of a stable sort.
-  The max over strided columns is an elementwise max of `block` contiguous [c, nb] slabs, which
-  XLA vectorizes and fuses with the score matmul; a reduce over contiguous blocks would not.
+  The items are cut into contiguous blocks of `block` (the last one may be shorter); one pass
+  takes each block's maximum ([c, ceil(n / block)], a `reduce_window`, no copy of the scores),
+  `lax.top_k` picks the k best blocks, and a second `lax.top_k` runs over their k * block items
+  only, gathered in item order. Exact, ties included: a block left out has a maximum <= that of
+  each of the k blocks kept (and a higher block index on equality, as `lax.top_k` prefers lower
+  indices), so each kept block holds an item that ranks before every item of the block left out.
+  A full `lax.top_k` over n items costs ~5x the block pass on CPU (benchmarks/eval_bench.py).
   """
   c, n = scores.shape
-  nb = -(-n // block)
-  if nb < 4 * k:
+  if n <= 2 * k * block:
     return jax.lax.top_k(scores, k)[1]
-  padded = jnp.pad(scores, ((0, 0), (0, nb * block - n)), constant_values=-jnp.inf)
-  slabs = padded.reshape(c, block, nb)                                   # item = b * nb + j
-  col_max = slabs.max(axis=1)                                            # [c, nb]
-  _, cols = jax.lax.top_k(col_max, k)
-  cols = jnp.sort(cols, axis=1)                                          # [c, k]
-  cand = jnp.take_along_axis(slabs, cols[:, None, :], axis=2).reshape(c, block * k)
-  ids = (jnp.arange(block, dtype=cols.dtype)[None, :, None] * nb + cols[:, None, :]).reshape(c, -1)
-  vals, pos = jax.lax.top_k(cand, k)                                     # ids increase along cand
-  top = jnp.take_along_axis(ids, pos, axis=1)
-  tie = ((col_max >= vals[:, k - 1:k]).sum(axis=1) > k).any()
-  return jax.lax.cond(tie, lambda s: jax.lax.top_k(s, k)[1], lambda s: top, scores)
+  nb = -(-n // block)
+  block_max = jax.lax.reduce_window(scores, -jnp.inf, jax.lax.max, (1, block), (1, block),
+                                    ((0, 0), (0, nb * block - n)))              # [c, nb]
+  _, best = jax.lax.top_k(block_max, k)
+  best = jnp.sort(best, axis=1)                                              # [c, k]
+  items = (best[:, :, None] * block + jnp.arange(block, dtype=best.dtype)).reshape(c, k * block)
+  cand = jnp.take_along_axis(scores, jnp.minimum(items, n - 1), axis=1)     # [c, k * block]
+  cand = jnp.where(items < n, cand, -jnp.inf)      # past the end: ranks after any real item
+  _, pos = jax.lax.top_k(cand, k)
+  return jnp.take_along_axis(items, pos, axis=1)
 
 
 def _chunk_metrics(scores, ex_rows, ex_cols, targets, n_targets, ks: tuple[int, ...], block: int):
@@ -81,17 +81,20 @@ def _chunk_metrics(scores, ex_rows, ex_cols, targets, n_targets, ks: tuple[int, 
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7, 8))
-def _run_chunk(score_fn, params, users, ex_rows, ex_cols, targets, n_targets, ks, block):
-  return _chunk_metrics(score_fn(params, users), ex_rows, ex_cols, targets, n_targets, ks, block)
+def _run_chunks(score_fn, params, users, ex_rows, ex_cols, targets, n_targets, ks, block):
+  """All chunks in one call (`lax.map`, one chunk in memory at a time): dict name -> [n_chunks, c]."""
+  return jax.lax.map(lambda a: _chunk_metrics(score_fn(params, a[0]), *a[1:], ks, block),
+                     (users, ex_rows, ex_cols, targets, n_targets))
 
 
 class Evaluator:
   """Full-ranking evaluator for one dataset split ("valid" or "test").
 
   Precomputes, on the host once, per chunk of `chunk` users: the (row, item) pairs to mask and
-  the padded target lists; `__call__(score_fn, params)` then runs one jit-compiled function per
-  chunk. `score_fn(params, users [c]) -> scores [c, n_items]` is a static jit argument (a
-  module-level function or another hashable callable); memory is O(chunk * n_items).
+  the padded target lists; `__call__(score_fn, params)` then runs one jit-compiled call that
+  loops over the chunks (`lax.map`). `score_fn(params, users [c]) -> scores [c, n_items]` is a
+  static jit argument (a module-level function or another hashable callable); memory is
+  O(chunk * n_items).
   `block` is the candidate block size of `block_top_k` (results do not depend on it).
   """
 
@@ -137,16 +140,13 @@ class Evaluator:
 
   @functools.cached_property
   def _device_arrays(self):
-    return tuple(list(map(jnp.asarray, a)) for a in
-                 (self.users_c, self.ex_rows, self.ex_cols, self.targets, self.n_targets))
+    return tuple(map(jnp.asarray, (self.users_c, self.ex_rows, self.ex_cols, self.targets,
+                                   self.n_targets)))
 
   def per_user(self, score_fn: ScoreFn, params) -> dict[str, np.ndarray]:
     """Per-user metrics [n_users] (in `self.users[:n_users]` order)."""
-    users, ex_rows, ex_cols, targets, n_targets = self._device_arrays
-    outs = [_run_chunk(score_fn, params, users[c], ex_rows[c], ex_cols[c], targets[c], n_targets[c],
-                       self.ks, self.block) for c in range(len(users))]
-    return {name: np.concatenate([np.asarray(o[name]) for o in outs])[:self.n_users]
-            for name in outs[0]}
+    out = _run_chunks(score_fn, params, *self._device_arrays, self.ks, self.block)
+    return {name: np.asarray(v).reshape(-1)[:self.n_users] for name, v in out.items()}
 
   def __call__(self, score_fn: ScoreFn, params) -> dict[str, float]:
     """Means over users with targets: {"recall@20": ..., "ndcg@20": ..., ...}."""
