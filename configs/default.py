@@ -87,6 +87,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.parallel.num_processes = 0       #   JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
   c.parallel.process_id = -1         #   JAX_PROCESS_ID); "" = one process
 
+  c.baselines = ml_collections.ConfigDict()
+  c.baselines.drop_rate = 0.2          # T-CE / TCE-BPR max drop rate (official default)
+  c.baselines.num_gradual = 30000      # optimiser steps to reach it (official default)
+  c.baselines.beta = 0.25              # R-CE / RCE-BPR (paper grid; code default 0.2)
+  c.baselines.wbpr_exponent = 1.0      # p(j) ~ pop_j^exponent
+  c.baselines.aobpr_lambda = 0.05      # AOBPR lambda as a fraction of |I|
+  c.baselines.pris_clusters = 100      # PRIS K (official default)
+  c.baselines.pris_negatives = 5       # PRIS L negatives per positive (official default)
+  c.baselines.pris_warmup_epochs = 1   # uniform sampling first, as the official code
+  c.baselines.pris_kmeans_iters = 25
+
   if arg == "quick":
     apply_quick(c)
   return c
