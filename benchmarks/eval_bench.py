@@ -15,6 +15,9 @@ Prints one JSON object to stdout:
   matmul_mask_lax_topk_s  the same with a plain full `lax.top_k` instead, for comparison
   numpy_matmul_s        host BLAS (NumPy) matmul per chunk into a preallocated buffer
   exact                 block_top_k ids == lax.top_k ids for every user (a stable-sort order)
+  evaluator_threads_cpu_s  CPU seconds of each busy thread in one evaluator run (Linux): the
+                        XLA intra-op threads share the work; on a shared, loaded machine the
+                        busiest thread's CPU time is the best estimate of the idle-machine wall
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ import numpy as np
 
 from til_jax.data import load_split_folder
 from til_jax.evaluation import Evaluator, block_top_k, dot_score_fn
+
+
+def thread_cpu() -> dict[str, tuple[float, str]]:
+  """CPU seconds (user + sys) and name of each thread of this process (Linux /proc)."""
+  out = {}
+  tick = os.sysconf("SC_CLK_TCK")
+  for tid in os.listdir("/proc/self/task"):
+    try:
+      with open(f"/proc/self/task/{tid}/stat") as f:
+        raw = f.read()
+    except OSError:
+      continue
+    fields = raw.rsplit(")", 1)[1].split()
+    out[tid] = ((int(fields[11]) + int(fields[12])) / tick, raw.split("(", 1)[1].rsplit(")", 1)[0])
+  return out
 
 
 def timed(fn, repeats: int) -> dict:
@@ -85,6 +103,13 @@ def main(argv=None) -> dict:
 
   out["evaluator"] = timed(run_evaluator, args.repeats)
   out["metrics"] = {k: round(v, 6) for k, v in metrics.items()}
+  if os.path.isdir("/proc/self/task"):
+    before = thread_cpu()
+    run_evaluator()
+    after = thread_cpu()
+    busy = sorted(((t - before.get(tid, (0.0, ""))[0], name) for tid, (t, name) in after.items()),
+                  reverse=True)
+    out["evaluator_threads_cpu_s"] = [[name, round(t, 2)] for t, name in busy if t >= 0.05]
 
   if not args.no_breakdown:
     users, ex_rows, ex_cols = (list(map(jnp.asarray, a)) for a in (ev.users_c, ev.ex_rows, ev.ex_cols))
