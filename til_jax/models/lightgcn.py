@@ -21,10 +21,11 @@ A [n_out, n_in] is stored edge-wise (`sparse_operator`) in CSR order and in CSC 
   every batch, no static bound, cost proportional to the batch's edges. Transpose: a scatter-add
   over the same edges (again a `linear_call` pair).
 
-Speed (Gowalla split-811-seed0, batch 5000, dim 64, Adam; 2-core CPU shared with other jobs, so
-CPU time of the process): a BPR step with the batch-local L=1 propagation costs about 4x an MF
-step (a batch of 5000 degree-biased triplets still reaches about 520k of the 822k edges), with
-whole-graph `op_matmul` propagation at every step 6.5x, with gather + segment_sum 25-30x.
+Speed (Gowalla split-811-seed0, batch 5000, dim 64, Adam; measured on a 2-core CPU shared with
+other jobs, so as CPU time of the process, MF and LightGCN in one process): a BPR step with the
+batch-local L=1 propagation costs 4-6x an MF step (a batch of 5000 degree-biased triplets still
+reaches about 520k of the 822k edges), with whole-graph `op_matmul` propagation at every step
+6.5-7.5x, with a plain gather + segment_sum propagation about 25x.
 """
 
 from __future__ import annotations
@@ -90,6 +91,27 @@ def bipartite_operators(train: CSR, user_w: np.ndarray, item_w: np.ndarray) -> d
 # Whole-graph product: Y = A X, edges walked in chunks, custom transpose
 # ----------------------------------------------------------------------------------------------
 
+def _varying_axes(*refs) -> set:
+  """The shard_map mesh axes over which any of `refs` varies (empty outside shard_map)."""
+  axes = set()
+  for r in jax.tree.leaves(refs):
+    axes |= set(getattr(getattr(jax.typeof(r), "manual_axis_type", None), "varying", ()) or ())
+  return axes
+
+
+def _vary_like(x, *refs):
+  """x cast to vary over the mesh axes `refs` vary over (a no-op outside shard_map). Under
+  shard_map(check_vma=True) a loop's initial carry must be typed like its body's output, and a
+  replicated linear input mixed with a varying batch must be cast explicitly so that its
+  cotangent is psum'ed back to replicated (the transpose of the cast)."""
+  missing = _varying_axes(*refs) - _varying_axes(x)
+  return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
+
+
+def _zeros_varying_like(shape, dtype, *refs):
+  return _vary_like(jnp.zeros(shape, dtype), *refs)
+
+
 def _seg_walk(n_out: int, chunk: int, edges, x):
   """Y [n_out, d] with Y[seg_e] += w_e * x[nbr_e] for every edge; edges = (seg sorted, nbr, w),
   each [E] with E a multiple of `chunk`."""
@@ -101,7 +123,8 @@ def _seg_walk(n_out: int, chunk: int, edges, x):
     ww = jax.lax.dynamic_slice_in_dim(w, k * chunk, chunk).astype(x.dtype)
     return acc.at[s].add(x[n] * ww[:, None], indices_are_sorted=True, mode="promise_in_bounds")
 
-  return jax.lax.fori_loop(0, seg.shape[0] // chunk, body, jnp.zeros((n_out, x.shape[1]), x.dtype))
+  acc = _zeros_varying_like((n_out, x.shape[1]), x.dtype, x, edges)
+  return jax.lax.fori_loop(0, seg.shape[0] // chunk, body, acc)
 
 
 def _graph_apply(n_out: int, which: int, chunk: int, res, x):
@@ -118,6 +141,7 @@ def graph_matmul(x: jax.Array, fwd, bwd, n_out: int, chunk: int = EDGE_CHUNK) ->
     raise ValueError(f"graph_matmul: edge arrays ({fwd[0].shape[0]}) must be padded to a multiple of "
                      f"chunk={chunk} (sparse_operator does this)")
   n_in = x.shape[0]
+  x = _vary_like(x, fwd, bwd)
   return linear_call(functools.partial(_graph_apply, n_out, 0, chunk),
                      functools.partial(_graph_apply, n_in, 1, chunk), (fwd, bwd), x)
 
@@ -173,7 +197,8 @@ def _rows_fwd(chunk: int, res, x):
     return acc.at[r].add(x[nbr[e]] * ww[:, None], indices_are_sorted=True, mode="promise_in_bounds")
 
   n_chunks = (cum[-1] + chunk - 1) // chunk
-  return jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((rows.shape[0], x.shape[1]), x.dtype))
+  acc = _zeros_varying_like((rows.shape[0], x.shape[1]), x.dtype, x, res)
+  return jax.lax.fori_loop(0, n_chunks, body, acc)
 
 
 def _rows_bwd(n_tab: int, chunk: int, res, y):
@@ -186,7 +211,8 @@ def _rows_bwd(n_tab: int, chunk: int, res, y):
     return acc.at[nbr[e]].add(y[r] * ww[:, None], mode="promise_in_bounds")
 
   n_chunks = (cum[-1] + chunk - 1) // chunk
-  return jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((n_tab, y.shape[1]), y.dtype))
+  acc = _zeros_varying_like((n_tab, y.shape[1]), y.dtype, y, res)
+  return jax.lax.fori_loop(0, n_chunks, body, acc)
 
 
 def rows_matmul(x: jax.Array, indptr, nbr, w, rows, valid, chunk: int = EDGE_CHUNK) -> jax.Array:
@@ -196,6 +222,7 @@ def rows_matmul(x: jax.Array, indptr, nbr, w, rows, valid, chunk: int = EDGE_CHU
   order; rows [R] output rows (distinct where valid, e.g. from `unique_ids`). Cost: the rows'
   edges only. Exact: the same sums as `graph_matmul`, summed in the same (edge) order.
   """
+  x = _vary_like(x, indptr, nbr, w, rows, valid)
   return linear_call(functools.partial(_rows_fwd, chunk),
                      functools.partial(_rows_bwd, x.shape[0], chunk),
                      (indptr, nbr, w, rows, valid), x)

@@ -34,7 +34,7 @@ Choices (details the paper leaves open or that we had to fix; for BUILD_NOTES.md
 - Exact top-k, no sampling: pairs are enumerated by blocks of rows (a -> its columns -> their
   rows), counted by sorting int32 keys, cut per row with a 256-level histogram threshold and
   ranked exactly on the few survivors. Gowalla (29,858 users, 40,981 items, 822k pairs, 63M +
-  70M co-occurrence pairs): about 3 s per graph on an idle core (6-8 s on the shared CPU).
+  70M co-occurrence pairs): about 4 CPU-seconds per graph, once per run (`prepare`).
 - Fusion: element-wise sum by default (keeps repr_dim = dim, like MF and LightGCN); the paper
   compares sum, concatenation and attention; `fusion="concat"` is available, attention is not.
 - MGE and skip use the ego embeddings e (one hop), Bipar-GCN propagates h; with layers > 1 the
