@@ -38,7 +38,7 @@ from til_jax.train import loop
 assert jax.device_count() == 4, jax.devices()
 folder = write_split(sys.argv[1])
 
-def run(method, devices, backend="shard_map", shard=False, **kw):
+def run(method, devices, backend="shard_map", shard=False, vma=False, **kw):
   base = {k.split(".", 1)[1]: v for k, v in kw.items() if k.startswith("baselines.")}
   c = tiny_config(folder, method=method, epochs=1,
                   **{k: v for k, v in kw.items() if k not in base and not k.startswith("baselines.")})
@@ -55,6 +55,7 @@ def run(method, devices, backend="shard_map", shard=False, **kw):
     c.parallel.num_devices, c.parallel.backend = devices, backend
     c.parallel.shard_embeddings = shard
     dp = parallel.DataParallel.from_config(c, rows=(model.n_users, model.n_items))
+    dp.check_vma = vma
     assert dp.size == devices
     assert dp.mode(m) == ("jit" if shard or method == "tce_bpr" else backend), dp.mode(m)
     state, metrics = loop.make_epoch_fn(m, dp)(dp.put_state(state), batches,
@@ -77,15 +78,15 @@ cases = {
                 [(4, "shard_map")]),
     "til_ui": ("til_ui", {"til.weight_norm": "softmax"}, [(4, "shard_map"), (4, "pmap")]),
     "til_mi": ("til_mi", {"til.pretrain_epochs": 0, "til.weight_norm": "mean"},
-               [(4, "shard_map")]),
+               [(4, "shard_map_vma")]),
 }
 out = {}
 for name, (method, kw, variants) in cases.items():
   ref = run(method, None, **kw)
   res = {"moved": maxdiff(ref["params"][:len(ref["init"])], ref["init"])}
   for devices, backend in variants:
-    r = run(method, devices, "shard_map" if backend == "sharded" else backend,
-            shard=backend == "sharded", **kw)
+    r = run(method, devices, "shard_map" if backend in ("sharded", "shard_map_vma") else backend,
+            shard=backend == "sharded", vma=backend == "shard_map_vma", **kw)
     res[f"{devices}/{backend}"] = {
         "params": maxdiff(r["params"], ref["params"]),
         "metrics": max(float(np.max(np.abs(r["metrics"][k] - v))) for k, v in ref["metrics"].items()),
@@ -174,8 +175,9 @@ def steps(runs):
 @pytest.mark.parametrize("case", ["bpr", "til_ui", "til_mi", "tce_bpr"])
 def test_one_epoch_equals_single_device(steps, case):
   """BPR, TIL-UI (global softmax weights) and TIL-MI (global mean-one weights, learned centres):
-  one epoch on a 1-device mesh, on 4 devices (shard_map) and under pmap equals the plain
-  single-device jit(scan) step: parameters, generator and every step metric. BPR also with
+  one epoch on a 1-device mesh, on 4 devices (shard_map; TIL-MI with check_vma=True, the
+  others with the default False) and under pmap equals the plain single-device jit(scan) step:
+  parameters, generator and every step metric. BPR also with
   embedding rows sharded over the 4 devices, and TCE-BPR (a baseline: no named-axis code, run
   as jit over sharded arrays) with a truncation that must see the whole batch."""
   res = steps[case]
