@@ -28,12 +28,20 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
   def save(self, epoch: int, state, meta: dict, best: bool = False) -> None:
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    self.latest.save(epoch, args=args, force=True)
-    if best:
-      self.best.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)), force=True)
-    self.wait()
+    """Saves `state` at `epoch`; with best=True also as the best-valid state.
+
+    The best save is written (and finished) before the latest one: a kill between the two leaves
+    a latest checkpoint that does not yet claim the new best, so a resumed run redoes the epoch
+    and saves it again (the stale step is replaced, never mixed with an older best)."""
+    def composite():
+      return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    for manager, wanted in ((self.best, best), (self.latest, True)):
+      if not wanted:
+        continue
+      if epoch in manager.all_steps():
+        manager.delete(epoch)
+      manager.save(epoch, args=composite(), force=True)
+      manager.wait_until_finished()
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
