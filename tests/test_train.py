@@ -206,3 +206,20 @@ def test_config_validation_names_the_field():
     c = tiny_config("/nonexistent", **{field: value})
     with pytest.raises(ConfigError, match=match.replace(".", r"\.")):
       loop.train_and_evaluate(c, "/tmp/never-created-" + field)
+
+
+def test_cluster_and_cutoff_larger_than_catalogue_are_refused(tmp_path):
+  data = write_split(str(tmp_path / "data"))  # 30 items
+  with pytest.raises(ConfigError, match=r"config\.til\.n_clusters"):
+    loop.train_and_evaluate(tiny_config(data, "til_mi", **{"til.n_clusters": 31}), str(tmp_path / "a"))
+  with pytest.raises(ConfigError, match=r"config\.eval\.ks"):
+    loop.train_and_evaluate(tiny_config(data, **{"eval.ks": (10, 500), "eval.metric": "recall@10"}),
+                            str(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("backbone", ["neumf", "lightgcn", "mgccf"])
+def test_other_backbones_train_through_the_loop(tmp_path, backbone):
+  data = write_split(str(tmp_path / "data"))
+  res = loop.train_and_evaluate(tiny_config(data, "til_ui", epochs=2, **{"model.name": backbone}),
+                                str(tmp_path / "w"))
+  assert res["backbone"] == backbone and np.isfinite(res["valid"]["recall@10"])
