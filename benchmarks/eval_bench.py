@@ -4,12 +4,13 @@
 
 Reads $TIL_DATA_DIR/gowalla/split-811-seed0 (default /work/shared/data). Every figure is the
 median of `repeats` runs after one warm-up (compile) run, over all users with valid items, with
-the same chunking as the evaluator; each reports wall seconds and process CPU seconds (all
-threads: ~2x wall when both cores work, and the better estimate when the machine is shared).
+the same chunking as the evaluator; the stages run in turn within each round, so a load change
+on a shared machine hits them alike. Each reports wall seconds and process CPU seconds (all
+threads: ~2x wall when both cores work; wall ~= CPU means the process got one core).
 Prints one JSON object to stdout:
 
   evaluator_s           Evaluator.__call__ (all metrics, host transfers, dispatch)
-  matmul_s              scores = dot_score_fn(params, users) per chunk, materialized, nothing else
+  matmul_s              scores = dot_score_fn(params, users) per chunk, written out, nothing else
   matmul_mask_s         + the -inf scatter of the train items
   matmul_mask_topk_s    + block_top_k (what the evaluator runs before the metrics)
   matmul_mask_lax_topk_s  the same with a plain full `lax.top_k` instead, for comparison
@@ -53,17 +54,23 @@ def thread_cpu() -> dict[str, tuple[float, str]]:
   return out
 
 
-def timed(fn, repeats: int) -> dict:
-  """Warm-up run, then `repeats` runs: median / min wall and CPU seconds."""
-  fn()
-  wall, cpu = [], []
-  for _ in range(repeats):
-    t, c = time.perf_counter(), time.process_time()
+def timed(fns: dict, repeats: int) -> dict[str, dict]:
+  """One warm-up (compile) run of each function, then `repeats` rounds that run each once in
+  turn (so a load change on a shared machine hits every stage alike): median / min wall and
+  median CPU seconds per function."""
+  for fn in fns.values():
     fn()
-    wall.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  return {"wall_s": statistics.median(wall), "wall_min_s": min(wall), "cpu_s": statistics.median(cpu),
-          "runs_wall_s": [round(w, 3) for w in wall]}
+  wall = {name: [] for name in fns}
+  cpu = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t, c = time.perf_counter(), time.process_time()
+      fn()
+      wall[name].append(time.perf_counter() - t)
+      cpu[name].append(time.process_time() - c)
+  return {name: {"wall_s": statistics.median(wall[name]), "wall_min_s": min(wall[name]),
+                 "cpu_s": statistics.median(cpu[name]),
+                 "runs_wall_s": [round(w, 3) for w in wall[name]]} for name in fns}
 
 
 def main(argv=None) -> dict:
@@ -101,7 +108,41 @@ def main(argv=None) -> dict:
   def run_evaluator():
     metrics.update(ev(dot_score_fn, params))
 
-  out["evaluator"] = timed(run_evaluator, args.repeats)
+  fns = {"evaluator": run_evaluator}
+  if not args.no_breakdown:
+    # Each stage is one jit call looping over the same chunks as the evaluator (`lax.scan`). The
+    # matmul stages carry the last chunk's scores, so every chunk's [c, n] scores are written out
+    # (XLA cannot drop a loop iteration) and nothing fuses into the matmul.
+    chunks = tuple(map(jnp.asarray, (ev.users_c, ev.ex_rows, ev.ex_cols)))
+    k, block, shape = args.k, args.block, (ev.chunk, ds.n_items)
+
+    def masked(p, a):
+      return dot_score_fn(p, a[0]).at[a[1], a[2]].set(-jnp.inf, mode="drop")
+
+    def carry_scores(score):
+      return jax.jit(lambda p, xs: jax.lax.scan(
+          lambda _, a: (score(p, a), None), jnp.zeros(shape, jnp.float32), xs)[0])
+
+    def map_ids(select):
+      return jax.jit(lambda p, xs: jax.lax.map(lambda a: select(masked(p, a)), xs))
+
+    chunk_fns = {
+        "matmul": carry_scores(lambda p, a: dot_score_fn(p, a[0])),
+        "matmul_mask": carry_scores(masked),
+        "matmul_mask_topk": map_ids(lambda s: block_top_k(s, k, block)),
+        "matmul_mask_lax_topk": map_ids(lambda s: jax.lax.top_k(s, k)[1]),
+    }
+    def run_all(f):
+      return lambda: jax.block_until_ready(f(params, chunks))
+    fns.update({name: run_all(f) for name, f in chunk_fns.items()})
+    buf = np.empty((ev.chunk, ds.n_items), np.float32)
+
+    def numpy_matmul():
+      for u in ev.users_c:
+        np.matmul(user_np[u], item_np.T, out=buf)
+    fns["numpy_matmul"] = numpy_matmul
+
+  out.update(timed(fns, args.repeats))
   out["metrics"] = {k: round(v, 6) for k, v in metrics.items()}
   if os.path.isdir("/proc/self/task"):
     before = thread_cpu()
@@ -112,47 +153,10 @@ def main(argv=None) -> dict:
     out["evaluator_threads_cpu_s"] = [[name, round(t, 2)] for t, name in busy if t >= 0.05]
 
   if not args.no_breakdown:
-    users, ex_rows, ex_cols = (list(map(jnp.asarray, a)) for a in (ev.users_c, ev.ex_rows, ev.ex_cols))
-    k, block = args.k, args.block
-
-    @jax.jit
-    def matmul(p, u):
-      return dot_score_fn(p, u)
-
-    def masked(p, u, r, c):
-      return dot_score_fn(p, u).at[r, c].set(-jnp.inf, mode="drop")
-
-    stages = {
-        "matmul": lambda i: matmul(params, users[i]),
-        "matmul_mask": (lambda f: lambda i: f(params, users[i], ex_rows[i], ex_cols[i]))(
-            jax.jit(masked)),
-        "matmul_mask_topk": (lambda f: lambda i: f(params, users[i], ex_rows[i], ex_cols[i]))(
-            jax.jit(lambda *a: block_top_k(masked(*a), k, block))),
-        "matmul_mask_lax_topk": (lambda f: lambda i: f(params, users[i], ex_rows[i], ex_cols[i]))(
-            jax.jit(lambda *a: jax.lax.top_k(masked(*a), k)[1])),
-    }
-    for name, stage in stages.items():
-      def run(stage=stage):
-        r = None
-        for i in range(len(users)):
-          r = stage(i)
-        jax.block_until_ready(r)
-      out[name] = timed(run, args.repeats)
-
-    buf = np.empty((ev.chunk, ds.n_items), np.float32)
-
-    def numpy_matmul():
-      for u in ev.users_c:
-        np.matmul(user_np[u], item_np.T, out=buf)
-    out["numpy_matmul"] = timed(numpy_matmul, args.repeats)
-
     # Exactness on this data: block_top_k ids vs lax.top_k ids (ties: lower id), every user.
-    same = True
-    for i in range(len(users)):
-      a = stages["matmul_mask_topk"](i)
-      b = stages["matmul_mask_lax_topk"](i)
-      same &= bool(np.array_equal(np.asarray(a)[ev.valid_c[i]], np.asarray(b)[ev.valid_c[i]]))
-    out["exact"] = same
+    a = np.asarray(chunk_fns["matmul_mask_topk"](params, chunks))[ev.valid_c]
+    b = np.asarray(chunk_fns["matmul_mask_lax_topk"](params, chunks))[ev.valid_c]
+    out["exact"] = bool(np.array_equal(a, b))
 
   out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
   for name in ("evaluator", "matmul", "matmul_mask", "matmul_mask_topk", "matmul_mask_lax_topk",
