@@ -6,14 +6,14 @@ training items (and validation items when scoring test) are masked with -inf; Re
 all metrics are averaged over users with |T_u| > 0. Ties are broken towards the lower item id.
 
 Speed (benchmarks/eval_bench.py: Gowalla valid, 29,858 users x 40,981 items, 64-d, 2-core AVX2
-CPU): the score matmul is the floor (~3 CPU-s, 157 GFLOP); the rest costs ~1.7 CPU-s, split
-evenly over XLA's two intra-op threads. What it takes:
-- `block_top_k` (exact: one vectorized pass of block maxima and two small top-k, ~1.2 CPU-s)
-  instead of a full `lax.top_k` over 41k items (a per-row partial sort, ~2.5-3 CPU-s);
+CPU, idle): 2.1 s, of which the score matmul alone (157 GFLOP) is 1.3 s; with a full `lax.top_k`
+it was 4.0 s. What it takes:
+- `block_top_k` (exact: one vectorized pass of block maxima and two small top-k, +0.7 s)
+  instead of a full `lax.top_k` over 41k items (a per-row partial sort on one thread, +2.6 s);
 - train items masked by an in-place scatter of flat (row, item) pairs, not [chunk, max |train|]
   padded lists (812 wide on Gowalla, ~30x more scatter work);
-- all chunks in one jit call (`lax.map`): no per-chunk dispatch or transfer.
-`chunk` (128 to 1024) barely matters; 128 keeps a chunk's scores (21 MB) in the L3 cache.
+- all chunks in one jit call (`lax.map`): per-chunk dispatch was ~1 s slower (worse threading).
+`chunk` barely matters (128 to 1024: 2.1-2.3 s); `block` neither (16 to 64).
 Everything runs in float32 with XLA's default options (nothing set in `jax.config` or
 XLA_FLAGS). bf16 or f16 matmuls are slower on AVX2 CPUs (no native support) and NumPy/OpenBLAS
 is slower than XLA's matmul here, so neither is used.
@@ -44,8 +44,8 @@ def block_top_k(scores: jax.Array, k: int, block: int = 32) -> jax.Array:
   only, gathered in item order. Exact, ties included: a block left out has a maximum <= that of
   each of the k blocks kept (and a higher block index on equality, as `lax.top_k` prefers lower
   indices), so each kept block holds an item that ranks before every item of the block left out.
-  On a 2-core CPU with n = 41k, k = 20 this costs about half of a full `lax.top_k`
-  (benchmarks/eval_bench.py); `block` (16 to 64) barely matters.
+  On a 2-core CPU with n = 41k, k = 20 it costs about a quarter of a full `lax.top_k`
+  (benchmarks/eval_bench.py).
   """
   c, n = scores.shape
   if n <= 2 * k * block:
