@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from configs.base import set_fields
 from til_jax import objectives
 from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.models import MF
@@ -40,12 +41,7 @@ def tiny_config(path, method="bpr", epochs=6, **kw):
   c.til.pretrain_epochs = 2
   c.til.eta_every = 1
   c.til.refresh_every = 2
-  for k, v in kw.items():
-    node = c
-    *p, leaf = k.split(".")
-    for q in p:
-      node = node[q]
-    node[leaf] = v
+  set_fields(c, kw)
   return c
 
 

@@ -23,7 +23,8 @@ from til_jax import objectives
 from til_jax.baselines import samplers
 from til_jax.errors import ConfigError
 from til_jax.til import clustering
-from til_jax.train.methods import BPR, apply_grads, batch_scores
+from til_jax.til.bilevel import batch_scores
+from til_jax.train.methods import BPR, apply_grads
 
 DEFAULTS = {
     "drop_rate": 0.2,          # T-CE / TCE-BPR: eps_max (Wang et al. 2021 code default)

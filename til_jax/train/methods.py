@@ -31,15 +31,11 @@ from til_jax.til import api, bilevel
 from til_jax.train.state import TrainState
 
 
-def batch_scores(model, model_params, graph, users, pos, neg):
-  return bilevel.batch_scores(model, model_params, graph, users, pos, neg)
-
-
 def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None):
   """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
   `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean)."""
   mp = params["model"]
-  pos_s, neg_s = batch_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
+  pos_s, neg_s = bilevel.batch_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
   reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
   return objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name) + l2 * pmean(reg, axis_name)
 
