@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dim = 64
 
   c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adam"       # adam | sgd: the model's optimizer (OPT_Theta)
   c.optim.lr = 1e-3
   c.optim.l2 = 1e-4          # on the batch's ego embedding rows, per triplet
 
@@ -43,6 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.batch_size = 5000
   c.train.epochs = 3000
   c.train.patience = 100
+  c.train.meta_to_train = False  # the control of til.outer_batch=valid: the meta part of valid
+                                 # (til.meta_fraction, same split) joins the training data
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 10
@@ -56,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint.overwrite = False
 
   c.til = ml_collections.ConfigDict()
+  c.til.mode = "default"     # default: the fields below | paper: exactly the paper (til/modes.py)
   c.til.alpha = 1.0          # Eq. 6 cluster-term scale (paper grid {1e-2, 1e-1, 1, 5, 10})
   c.til.gamma = 1e-4         # Eq. 11 clustering-loss weight (paper grid {1e-4 .. 1e-1})
   c.til.tau = 1.0            # Eq. 7 temperature
@@ -64,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.warmup_epochs = 0     # plain BPR epochs before any TIL method starts (all interests)
   c.til.refresh_every = 10   # hard memberships refreshed every N steps (paper 5.4)
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
-  c.til.eta_every = 10       # eta_u recomputed exactly every N steps (1 = every step, slower)
+  c.til.eta_every = 0        # eta_u recomputed exactly every N steps; 0: once per epoch (fast)
   c.til.lr_look = 1e-3       # lookahead SGD step (Eq. 15)
   c.til.gen_lr = 1e-3        # OPT_Lambda (Adam)
   c.til.gen_l2 = 0.0
@@ -75,7 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.clip_max = 5.0
   c.til.temperature = 1.0
   c.til.reduction = "mean"
+  c.til.kl_reduction = "mean"  # Eq. 9 KL summed (the paper) or averaged over items
   c.til.first_order = False
+  c.til.hypergrad = "jvp"    # jvp | autodiff: two exact routes to Eq. 14 (til/bilevel.py)
 
   # Devices and hosts (til_jax.parallel): the batch is split over a 1-D "data" mesh; results
   # equal one device's within float32 rounding, so these fields may change on resume.

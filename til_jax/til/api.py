@@ -5,6 +5,7 @@
     state = til.init(jax.random.key(0))
     consts = til.consts(train_users, train_items)            # the training pairs, sorted by user
     step = jax.jit(til.step)
+    state = til.refresh_eta(state, consts)                   # eta_u, e.g. once per epoch
     state, metrics = step(state, batch, consts)              # batch: users/pos/neg/mask + o_*
 
 `model` is anything with the backbone interface of `til_jax.models.base` (init, represent,
@@ -81,9 +82,20 @@ class TIL:
     aux["ready"] = jnp.ones((), jnp.bool_)
     return state.replace(params=params, aux=aux)
 
+  def eta(self, state: TrainState, consts) -> jax.Array:
+    """eta_u for every user (Eq. 4), exactly, from the current item representations."""
+    items = self.model.represent(jax.lax.stop_gradient(state.params["model"]), consts["graph"])[1]
+    return states.user_interest(items, consts["train_users"], consts["train_items"],
+                                self.model.n_users)
+
+  def refresh_eta(self, state: TrainState, consts) -> TrainState:
+    """Recompute eta_u now: what a caller does once per epoch when `eta_every` is 0."""
+    return state.replace(aux={**state.aux, "eta": self.eta(state, consts)})
+
   def refresh(self, state: TrainState, consts) -> TrainState:
-    """eta_u every `eta_every` steps; memberships, T (and K-means centres for til_mik) every
-    `refresh_every` steps; each an exact recomputation from the current representations."""
+    """eta_u every `eta_every` steps (0: never here; the caller runs `refresh_eta`, e.g. once
+    per epoch); memberships, T (and K-means centres for til_mik) every `refresh_every` steps;
+    each an exact recomputation from the current representations."""
     s = self.settings
     aux = dict(state.aux)
     model_params = jax.lax.stop_gradient(state.params["model"])
@@ -91,11 +103,9 @@ class TIL:
     def item_repr():
       return self.model.represent(model_params, consts["graph"])[1]
 
-    aux["eta"] = jax.lax.cond(
-        state.step % s.eta_every == 0,
-        lambda _: states.user_interest(item_repr(), consts["train_users"], consts["train_items"],
-                                       self.model.n_users),
-        lambda _: aux["eta"], None)
+    if s.eta_every > 0:
+      aux["eta"] = jax.lax.cond(state.step % s.eta_every == 0, lambda _: self.eta(state, consts),
+                                lambda _: aux["eta"], None)
     if s.interest == "uni":
       return state.replace(aux=aux)
     learned = s.interest == "multi"
@@ -127,7 +137,8 @@ class TIL:
   def weights(self, state: TrainState, batch, consts):
     """The weights w [B] the generator currently gives the batch's triplets (after refresh of
     the state, as the next step would see them)."""
-    state = self.refresh(state.replace(step=jnp.zeros((), jnp.int32)), consts)
+    state = self.refresh(self.refresh_eta(state, consts).replace(step=jnp.zeros((), jnp.int32)),
+                         consts)
     ctx = {"graph": consts["graph"], **state.aux}
     s = bilevel.triplet_state(self.model, state.params, ctx, batch, self.settings)
     return bilevel.triplet_weights(self.model, state.gen_params, s, batch["mask"], self.settings)

@@ -14,6 +14,19 @@ over a named mesh axis; every loss is the global-batch value (psum'ed sums and c
 gradient is pmean'ed, so the lookahead uses the global inner gradient and the hypergradient
 differentiates through that collective. With axis_name None (default) nothing changes.
 
+Two ways to the same exact hypergradient (`settings.hypergrad`):
+  autodiff  jax.grad of J_out(Theta~(Lambda)) straight through the lookahead: reverse over
+            reverse, so the second-order pass scatters cotangents into whole tables.
+  jvp       (default) J_in is linear in w, so with g_out = grad J_out(Theta~) held fixed,
+            dJ_out/dw_t = -lr_look * <g_out, d grad_Theta J_in / dw_t>
+                        = -lr_look * d/dw_t <grad_Theta J_in(Theta, w), g_out>,
+            and <grad_Theta J_in, g_out> is the forward-mode derivative (jax.jvp) of J_in along
+            g_out. So jax.grad over Lambda of -lr_look * jvp(J_in)(g_out) gives the exact
+            hypergradient with one reverse pass over the batch's gathered rows, no second-order
+            pass over the tables. Equal to `autodiff` to float64 round-off (tests/test_til.py).
+The clustering loss (MI) does not depend on Lambda: its value and gradient are computed once per
+step and shared by the lookahead (as a constant shift) and the real update.
+
 `first_order=True` evaluates the outer gradient at Theta instead of Theta~ (the DARTS-style
 first-order approximation): it drops the term lr_look * H_out * (Theta~ - Theta) of the exact
 hypergradient.
@@ -41,6 +54,7 @@ class TILSettings:
   interest: str = "uni"          # uni | multi | multi_kmeans
   alpha: float = 1.0             # Eq. 6 scaling of the cluster terms
   gamma: float = 1e-4            # Eq. 11 weight of the clustering loss
+  kl_reduction: str = "sum"      # Eq. 9 KL over items: sum (the paper) | mean
   tau: float = 1.0               # Eq. 7 Student-t temperature
   lr_look: float = 1e-3          # Eq. 14-15 lookahead learning rate (the paper's second alpha)
   activation: str = "sigmoid"    # Eq. 3 output: sigmoid | softplus | exp
@@ -51,6 +65,7 @@ class TILSettings:
   first_order: bool = False
   l2: float = 1e-4
   eta_every: int = 1             # recompute eta_u every N steps (1 = exact at every step)
+  hypergrad: str = "jvp"         # jvp | autodiff: two exact routes to Eq. 14 (module docstring)
   refresh_every: int = 10        # hard memberships (and T) refreshed every N steps
   kmeans_iters: int = 5          # Lloyd iterations per refresh for multi_kmeans
   axis_name: str | None = None   # mesh axis the batch is split over (None: one device)
@@ -91,32 +106,44 @@ def batch_scores(model, model_params, graph, users, pos, neg):
   return model.pair_score(model_params, u, i), model.pair_score(model_params, u, j)
 
 
+def has_clusters(settings: TILSettings) -> bool:
+  return settings.interest == "multi" and settings.gamma != 0.0
+
+
 def cluster_loss(model, params, ctx, settings: TILSettings) -> jax.Array:
-  """gamma * KL(T || Q) over all items (Eq. 9, 11); T is the target held since the last refresh."""
-  if settings.interest != "multi" or settings.gamma == 0.0:
+  """gamma * KL(T || Q) over all items (Eq. 9, 11), summed or averaged over items
+  (`kl_reduction`); T is the target held since the last refresh."""
+  if not has_clusters(settings):
     return jnp.zeros(())
   _, items = model.represent(params["model"], ctx["graph"])
   q = clustering.soft_assignment(items, params["centres"], settings.tau)
-  return settings.gamma * clustering.kl_loss(ctx["target"], q)
+  return settings.gamma * clustering.kl_loss(ctx["target"], q, settings.kl_reduction)
 
 
-def inner_loss(params, weights, model, ctx, batch, settings: TILSettings):
+def inner_loss(params, weights, model, ctx, batch, settings: TILSettings, clusters: bool = True):
   """J_in(Theta, w) = reduce_t w_t * BPR_t + l2 * ||batch rows||^2 / 2 (+ gamma * L_c).
 
-  The L2 term is a per-row batch mean (`model.l2`), so its global value is the pmean."""
+  The L2 term is a per-row batch mean (`model.l2`), so its global value is the pmean.
+  `clusters=False` leaves out gamma * L_c (the caller adds it, see the module docstring)."""
   mp = params["model"]
   pos_s, neg_s = batch_scores(model, mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
   loss = objectives.weighted_bpr_loss(pos_s, neg_s, weights, batch["mask"], settings.reduction,
                                       settings.axis_name)
   reg = settings.l2 * pmean(model.l2(mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"]),
                             settings.axis_name)
-  return loss + reg + cluster_loss(model, params, ctx, settings)
+  return loss + reg + (cluster_loss(model, params, ctx, settings) if clusters else 0.0)
 
 
-def lookahead(params, weights, model, ctx, batch, settings: TILSettings):
+def lookahead(params, weights, model, ctx, batch, settings: TILSettings, shift=None):
   """Theta~ = Theta - lr_look * grad_Theta J_in(Theta, w)   (Eq. 15), a plain SGD step, with the
-  global-batch gradient under data parallelism (pmean: see the module docstring)."""
-  g = pmean(jax.grad(inner_loss)(params, weights, model, ctx, batch, settings), settings.axis_name)
+  global-batch gradient under data parallelism (pmean: see the module docstring).
+
+  `shift`: the clustering loss's gradient (a pytree like `params`), added to grad J_in, which
+  then leaves that term out; None: J_in computes everything itself."""
+  g = pmean(jax.grad(inner_loss)(params, weights, model, ctx, batch, settings, shift is None),
+            settings.axis_name)
+  if shift is not None:
+    g = jax.tree.map(jnp.add, g, shift)
   return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
 
 
@@ -127,23 +154,45 @@ def outer_loss(params, model, ctx, batch, axis_name: str | None = None) -> jax.A
   return objectives.bpr_loss(pos_s, neg_s, batch.get("o_mask"), axis_name)
 
 
-def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSettings):
+def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSettings,
+                  cluster_grads=None):
   """d J_out(Theta~(Lambda)) / d Lambda (Eq. 14), exact through the lookahead by default.
 
-  Returns (J_out value, gradient pytree like gen_params), global under data parallelism."""
+  `cluster_grads` (MI): the clustering loss's gradient, computed by the caller once per step
+  (None: the lookahead computes it). Returns (J_out(Theta~), gradient pytree like gen_params),
+  global under data parallelism."""
   ax = settings.axis_name
+  if settings.hypergrad not in ("jvp", "autodiff"):
+    raise ValueError(f"unknown hypergrad {settings.hypergrad!r}; allowed: jvp, autodiff")
+
+  def weights(gp):
+    return triplet_weights(model, gp, s, batch["mask"], settings)
+
+  if settings.hypergrad == "autodiff":
+    def objective(gp):
+      theta_tilde = lookahead(params, weights(gp), model, ctx, batch, settings, cluster_grads)
+      if settings.first_order:
+        # Linearise J_out around Theta: J_out(Theta) + <grad J_out(Theta), Theta~ - Theta>.
+        g_out = pmean(jax.grad(outer_loss)(params, model, ctx, batch, ax), ax)
+        delta = jax.tree.map(lambda a, b: a - b, theta_tilde, params)
+        lin = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_out), jax.tree.leaves(delta)))
+        return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch, ax)) + lin
+      return outer_loss(theta_tilde, model, ctx, batch, ax)
+    value, grads = jax.value_and_grad(objective)(gen_params)
+    return value, pmean(grads, ax)
+
+  theta_tilde = lookahead(params, weights(gen_params), model, ctx, batch, settings, cluster_grads)
+  value, g_out = jax.value_and_grad(outer_loss)(theta_tilde, model, ctx, batch, ax)
+  if settings.first_order:  # the outer gradient at Theta instead of Theta~
+    g_out = jax.grad(outer_loss)(params, model, ctx, batch, ax)
+  g_out = jax.lax.stop_gradient(pmean(g_out, ax))
 
   def objective(gp):
-    w = triplet_weights(model, gp, s, batch["mask"], settings)
-    theta_tilde = lookahead(params, w, model, ctx, batch, settings)
-    if settings.first_order:
-      # Linearise J_out around Theta: J_out(Theta) + <grad J_out(Theta), Theta~ - Theta>.
-      g_out = pmean(jax.grad(outer_loss)(params, model, ctx, batch, ax), ax)
-      delta = jax.tree.map(lambda a, b: a - b, theta_tilde, params)
-      lin = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_out), jax.tree.leaves(delta)))
-      return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch, ax)) + lin
-    return outer_loss(theta_tilde, model, ctx, batch, ax)
-  value, grads = jax.value_and_grad(objective)(gen_params)
+    w = weights(gp)
+    _, along = jax.jvp(lambda th: inner_loss(th, w, model, ctx, batch, settings, False),
+                       (params,), (g_out,))
+    return -settings.lr_look * along
+  grads = jax.grad(objective)(gen_params)
   return value, pmean(grads, ax)
 
 
@@ -154,13 +203,21 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
   weighted inner loss with the new weights. Returns the new (params, opt_state, gen_params,
   gen_opt_state) and step metrics."""
   s = triplet_state(model, params, ctx, batch, settings)
-  j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, settings)
+  # The clustering loss (MI) does not depend on Lambda: its value and gradient once per step,
+  # shared by the lookahead and the real update.
+  c_loss, c_grads = jnp.zeros(()), None
+  if has_clusters(settings):
+    c_loss, c_grads = jax.value_and_grad(cluster_loss, argnums=1)(model, params, ctx, settings)
+  j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, settings, c_grads)
   upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
   gen_params = optax.apply_updates(gen_params, upd)
   w = jax.lax.stop_gradient(triplet_weights(model, gen_params, s, batch["mask"], settings))
   ax = settings.axis_name
-  loss, grads = jax.value_and_grad(inner_loss)(params, w, model, ctx, batch, settings)
+  loss, grads = jax.value_and_grad(inner_loss)(params, w, model, ctx, batch, settings, False)
   grads = pmean(grads, ax)
+  if c_grads is not None:
+    loss = loss + c_loss
+    grads = jax.tree.map(jnp.add, grads, c_grads)
   upd, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, upd)
   m = batch["mask"].astype(w.dtype)

@@ -33,10 +33,16 @@ def target_distribution(q: jax.Array) -> jax.Array:
   return w / jnp.sum(w, axis=1, keepdims=True)
 
 
-def kl_loss(target: jax.Array, q: jax.Array) -> jax.Array:
-  """KL(T || Q) summed over items and clusters (Eq. 9). T is treated as a constant."""
+def kl_loss(target: jax.Array, q: jax.Array, reduction: str = "sum") -> jax.Array:
+  """KL(T || Q) summed over clusters and summed (Eq. 9) or averaged ("mean") over items.
+  T is treated as a constant."""
   t = jax.lax.stop_gradient(target)
-  return jnp.sum(jnp.where(t > 0, t * (jnp.log(jnp.maximum(t, 1e-30)) - jnp.log(q + 1e-30)), 0.0))
+  total = jnp.sum(jnp.where(t > 0, t * (jnp.log(jnp.maximum(t, 1e-30)) - jnp.log(q + 1e-30)), 0.0))
+  if reduction == "mean":
+    return total / target.shape[0]
+  if reduction != "sum":
+    raise ValueError(f"unknown KL reduction {reduction!r}; allowed: sum, mean")
+  return total
 
 
 def hard_membership(x: jax.Array, centres: jax.Array) -> jax.Array:

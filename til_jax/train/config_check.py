@@ -14,13 +14,18 @@ CHOICES = {
     "til.activation": ("sigmoid", "softplus", "exp"),
     "til.weight_norm": ("none", "mean", "clip", "softmax"),
     "til.reduction": ("mean", "sum"),
+    "til.mode": ("default", "paper"),
+    "optim.name": ("adam", "sgd"),
+    "til.kl_reduction": ("mean", "sum"),
+    "til.hypergrad": ("jvp", "autodiff"),
     "data.noise": ("none", "pos", "neg", "both"),
     "parallel.backend": ("shard_map", "pmap"),
     "eval.metric": None,
 }
 POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.every", "eval.chunk",
                 "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
-                "til.eta_every", "til.refresh_every")
+                "til.refresh_every")
+NONNEG_INT = ("til.eta_every",)
 POSITIVE_FLOAT = ("optim.lr", "til.lr_look", "til.gen_lr", "til.tau", "til.temperature")
 NONNEG_FLOAT = ("optim.l2", "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
@@ -54,6 +59,10 @@ def validate(config) -> None:
     v = _get(config, field)
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
       raise ConfigError(f"config.{field}: must be a positive integer, got {v!r}")
+  for field in NONNEG_INT:
+    v = _get(config, field)
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+      raise ConfigError(f"config.{field}: must be an integer >= 0, got {v!r}")
   for field in POSITIVE_FLOAT:
     v = _get(config, field)
     if v is not None and not (float(v) > 0):

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from til_jax import parallel
+from til_jax.til import modes
 from til_jax.data.dataset import CSR
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
@@ -61,6 +62,12 @@ def split_meta(dataset, fraction: float, seed: int):
                                                   "valid_full": dataset.valid})
 
 
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """OPT_Theta from `config.optim`: Adam (the paper) or plain SGD."""
+  name = optim.get("name", "adam")
+  return optax.sgd(float(optim.lr)) if name == "sgd" else optax.adam(float(optim.lr))
+
+
 def build(config):
   """Everything a run needs, from a validated config: (dataset, model, method, tx, consts)."""
   dataset = load_dataset(config.data)
@@ -68,11 +75,15 @@ def build(config):
     from til_jax.data.noise import inject_noise
     dataset = inject_noise(dataset, config.data.noise, float(config.data.noise_rate),
                            int(config.data.get("noise_seed", config.seed)))
+  config = modes.resolve(config)
   if config.method.startswith("til") and config.til.outer_batch == "valid":
     dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
+  elif config.train.get("meta_to_train", False):  # the control: meta interactions as training data
+    dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
+    dataset = dataset.replace(train=dataset.train.union(dataset.extras["meta"]))
   config_check.check_against_data(config, dataset)
   model = make_model(config.model, dataset.n_users, dataset.n_items)
-  tx = optax.adam(float(config.optim.lr))
+  tx = make_optimizer(config.optim)
   method = make_method(config.method, model, dataset, tx, config)
   users, items = dataset.train.to_pairs()
   consts = {"graph": model.prepare(dataset), "train_users": jnp.asarray(users),

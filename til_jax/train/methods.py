@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -107,6 +108,7 @@ class TIL(BPR):
     c = config.til
     self.settings = bilevel.TILSettings(
         interest=self.INTEREST[name], alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
+        kl_reduction=c.get("kl_reduction", "sum"), hypergrad=c.get("hypergrad", "jvp"),
         lr_look=float(c.lr_look), activation=c.activation, weight_norm=c.weight_norm,
         clip_max=float(c.clip_max), temperature=float(c.temperature), reduction=c.reduction,
         first_order=bool(c.first_order), l2=self.l2, eta_every=int(c.eta_every),
@@ -126,6 +128,10 @@ class TIL(BPR):
                           "(set config.til.meta_fraction > 0)")
       self.meta_sampler = UniformNegativeSampler(dataset.train.union(self.meta))
 
+  @functools.cached_property
+  def _refresh_eta(self):
+    return jax.jit(self.core.refresh_eta)
+
   def make_gen_tx(self):
     return optax.adamw(self.gen_lr, weight_decay=self.gen_l2) if self.gen_l2 else optax.adam(self.gen_lr)
 
@@ -142,7 +148,10 @@ class TIL(BPR):
     return "pretrain" if epoch < self.pretrain_epochs else "main"
 
   def on_epoch_start(self, state: TrainState, epoch: int, consts):
-    """At the end of pre-training: K-means (k-means++) once on the item representations."""
+    """eta_u once per epoch (`til.eta_every` 0, the default); at the end of pre-training: K-means
+    (k-means++) once on the item representations."""
+    if self.settings.eta_every == 0 and epoch >= self.pretrain_epochs:
+      state = self._refresh_eta(state, consts)
     if self.settings.interest == "uni" or epoch < self.pretrain_epochs or bool(state.aux["ready"]):
       return state
     key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 10_000_019)

@@ -1,0 +1,182 @@
+"""What the experiment runners share: budgets, restartable cells, statistics, tables, plots.
+
+A cell is one `python -m experiments.main` run in its own workdir. A cell whose workdir holds
+metrics.json is done and is read, not rerun; an interrupted cell resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+# Budgets, recorded in every result file. `paper` is the paper's protocol (5.4); `cpu` is what
+# this project runs on a 2-core CPU (stated in RESULTS.md); `tiny` is for tests.
+BUDGETS = {
+    "paper": {"train.epochs": 3000, "train.patience": 100, "eval.every": 10,
+              "til.pretrain_epochs": 500},
+    "cpu": {"train.epochs": 10, "train.patience": 10, "eval.every": 5, "til.pretrain_epochs": 3},
+    "tiny": {"train.epochs": 2, "train.patience": 2, "eval.every": 1, "til.pretrain_epochs": 1,
+             "checkpoint.every": 1},
+}
+
+
+def config_path(dataset: str, backbone: str) -> str:
+  """configs/<dataset>_<backbone>.py (dataset names with '-' use '_')."""
+  return os.path.join("configs", f"{dataset.replace('-', '_')}_{backbone}.py")
+
+
+def cell_command(config: str, workdir: str, overrides: dict, budget: str) -> list[str]:
+  fields = {**BUDGETS[budget], **overrides, "budget": budget}
+  return ([sys.executable, "-m", "experiments.main", f"--config={config}", f"--workdir={workdir}"]
+          + [f"--config.{k}={v}" for k, v in fields.items()])
+
+
+def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
+             env: dict | None = None) -> dict | None:
+  """Runs (or reads) one cell; returns its metrics.json, or None if the run failed."""
+  workdir = os.path.join(root, cell)
+  done = os.path.join(workdir, "metrics.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  os.makedirs(workdir, exist_ok=True)
+  cmd = cell_command(config, workdir, overrides, budget)
+  t0 = time.time()
+  print(f"[run] {cell}: {' '.join(cmd[1:])}", flush=True)
+  with open(os.path.join(workdir, "run.log"), "a") as log:
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+  if rc != 0 or not os.path.exists(done):
+    print(f"[fail] {cell}: exit {rc}; see {workdir}/run.log", flush=True)
+    return None
+  with open(done) as f:
+    m = json.load(f)
+  print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
+        f"{m['test'].get('recall@20', float('nan')):.4f}", flush=True)
+  return m
+
+
+def machine() -> str:
+  cpu = platform.processor() or "cpu"
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{cpu}, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+  try:
+    return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                   stderr=subprocess.DEVNULL).strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+  n = len(xs)
+  if n == 0:
+    return float("nan"), float("nan")
+  m = sum(xs) / n
+  return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
+
+
+def t_sf2(t: float, df: int) -> float:
+  """Two-sided p-value of Student's t: P(|T| >= |t|), by the regularised incomplete beta
+  function I_x(df/2, 1/2) with x = df / (df + t^2) (continued fraction, Numerical Recipes 6.4)."""
+  if not math.isfinite(t):
+    return 0.0 if math.isinf(t) else float("nan")
+  x = df / (df + t * t)
+  return _betainc(df / 2.0, 0.5, x)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+  if x <= 0.0:
+    return 0.0
+  if x >= 1.0:
+    return 1.0
+  lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+  front = math.exp(lbeta + a * math.log(x) + b * math.log(1.0 - x))
+  if x > (a + 1.0) / (a + b + 2.0):
+    return 1.0 - _betainc(b, a, 1.0 - x)
+  # Lentz's continued fraction.
+  tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+  d = 1.0 / (d if abs(d) > tiny else tiny)
+  h = d
+  for m in range(1, 300):
+    for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+      d = 1.0 + num * d
+      d = 1.0 / (d if abs(d) > tiny else tiny)
+      c = 1.0 + num / c
+      c = c if abs(c) > tiny else tiny
+      h *= d * c
+    if abs(d * c - 1.0) < 1e-14:
+      break
+  return front * h / a
+
+
+def paired_ttest(a: list[float], b: list[float]) -> tuple[float, float]:
+  """Paired t-test of a vs b (same seeds): (t, two-sided p). NaN when fewer than 2 pairs."""
+  d = [x - y for x, y in zip(a, b)]
+  n = len(d)
+  if n < 2:
+    return float("nan"), float("nan")
+  m, s = mean_std(d)
+  if s == 0.0:
+    return (math.copysign(math.inf, m) if m else float("nan")), (0.0 if m else float("nan"))
+  t = m / (s / math.sqrt(n))
+  return t, t_sf2(t, n - 1)
+
+
+# ------------------------------------------------------------------------------- files, plots
+
+def write_csv(path: str, rows: list[dict]) -> None:
+  """Atomic CSV write (header from the union of keys, in first-seen order)."""
+  keys: list[str] = []
+  for r in rows:
+    keys += [k for k in r if k not in keys]
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+  os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(out) + "\n"
+
+
+def pyplot():
+  """matplotlib.pyplot with a file backend, or None when the `plots` extra is not installed."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+  except ImportError:
+    print("matplotlib not installed (pip install -e '.[plots]'): CSV only, no PNG", flush=True)
+    return None
+
+
+def header_lines(budget: str, command: str) -> str:
+  return (f"- command: `{command}`\n- budget: {budget} {json.dumps(BUDGETS[budget])}\n"
+          f"- commit: {commit()}; machine: {machine()}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n")

@@ -1,0 +1,351 @@
+"""Which TIL variant makes triplet importance pay off? One restartable command (issue #10):
+
+  python -m experiments.importance_study --stage=all --budget=cpu --root=runs/importance
+
+Stages (each cell a run of experiments.main in <root>/<stage>/<variant>/...; finished cells
+are read, not rerun):
+  clean      Gowalla split-811-seed0, MF: BPR vs every variant, same epoch budget, --seeds;
+             test Recall@20 / NDCG@20 mean +- std, paired t-test against BPR
+  noise      the same under Noisy-Pos / Noisy-Neg / both 50% (sec. 5.6.2), --noise-seeds:
+             Recall@20 drop relative to each method's clean run
+  ml100k     MovieLens-100K with every rating kept as a positive: AUROC of the learned weight
+             vs rating >= 4; and the paper's Fig. 4 view (triplets with rating(u,i) in {4,5},
+             rating(u,j) in {1,2,3}) from a run on the >= 4 positives
+  synthetic  the synthetic dataset with planted noisy positives: AUROC of weight vs clean flag
+Outputs in <root>: <stage>.csv, importance.md (tables), and PNG plots with the `plots` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from experiments import common
+
+# Each variant: (method, config overrides). All TIL variants are TIL-UI (the cheapest state);
+# the chosen one is then run as TIL-MI by experiments/table1.py.
+VARIANTS = {
+    "bpr": ("bpr", {}),
+    "paper": ("til_ui", {"til.mode": "paper"}),
+    "mean": ("til_ui", {"til.weight_norm": "mean"}),
+    "mean_lr2": ("til_ui", {"til.weight_norm": "mean", "til.gen_lr": 1e-2}),
+    "softmax": ("til_ui", {"til.weight_norm": "softmax"}),
+    "authors": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
+                           "til.weight_norm": "clip"}),
+    "valid": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "valid"}),
+    # The control of `valid`: BPR that also trains on the meta part of valid (same split).
+    "bpr_meta": ("bpr", {"train.meta_to_train": True}),
+    # Inner SGD (a uniform weight scale matters there, unlike with Adam) and its BPR control.
+    "sgd_paper": ("til_ui", {"til.mode": "paper", "optim.name": "sgd", "optim.lr": 50.0}),
+    "bpr_sgd": ("bpr", {"optim.name": "sgd", "optim.lr": 50.0}),
+}
+CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}  # compared with these, not plain BPR
+CLEAN = ["bpr", "paper", "mean", "mean_lr2", "softmax", "authors", "valid", "bpr_meta"]
+NOISE = ["bpr", "paper", "mean", "valid", "bpr_meta"]
+SMALL = list(VARIANTS)  # the cheap stages run every variant
+NOISES = ("pos", "neg", "both")
+
+
+def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
+  method, over = VARIANTS[variant]
+  return {"method": method, "seed": seed, **over, **(extra or {})}
+
+
+def run_clean(a) -> list[dict]:
+  rows = []
+  for seed in a.seeds:
+    for v in a.clean_variants:
+      m = common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
+                          common.config_path("gowalla", "mf"), cell_overrides(v, seed), a.budget)
+      if m:
+        rows.append(row(v, seed, "none", m))
+  common.write_csv(os.path.join(a.root, "clean.csv"), rows)
+  return rows
+
+
+def run_noise(a) -> list[dict]:
+  rows = []
+  for seed in a.noise_seeds:
+    for noise in NOISES:
+      for v in a.noise_variants:
+        m = common.run_cell(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
+                            common.config_path("gowalla", "mf"),
+                            cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
+                            a.budget)
+        if m:
+          rows.append(row(v, seed, noise, m))
+  common.write_csv(os.path.join(a.root, "noise.csv"), rows)
+  return rows
+
+
+def row(variant: str, seed: int, noise: str, m: dict) -> dict:
+  return {"variant": variant, "method": m["method"], "seed": seed, "noise": noise,
+          "valid_recall@20": m["valid"]["recall@20"], "test_recall@20": m["test"]["recall@20"],
+          "test_ndcg@20": m["test"]["ndcg@20"], "epochs": m["epochs"],
+          "train_seconds": m["train_seconds"], "budget": m.get("budget", "")}
+
+
+def weights_of(config_file: str, workdir: str, overrides: dict):
+  """(dataset, users, pos, neg, weights) of a finished TIL cell's best checkpoint."""
+  from configs.base import set_fields
+  from til_jax.train import loop
+  c = __import__("importlib").import_module(
+      config_file[:-3].replace(os.sep, ".")).get_config()
+  set_fields(c, {**common.BUDGETS[a_budget(workdir)], **overrides})
+  dataset, model, method, state, consts = loop.restore(c, workdir)
+  users, pos, neg, w = loop.all_triplet_weights(method, state, dataset, consts)
+  return dataset, method, state, consts, users, pos, neg, w
+
+
+def a_budget(workdir: str) -> str:
+  import json
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return json.load(f).get("budget") or "cpu"
+
+
+def auroc(score, label) -> float:
+  """P(score of a random positive-label item > a random negative-label one), ties half."""
+  import numpy as np
+  score, label = np.asarray(score, float), np.asarray(label, bool)
+  order = np.argsort(score, kind="stable")
+  s = score[order]
+  ranks = np.empty(score.size)
+  i = 0
+  while i < s.size:  # average ranks over ties
+    j = i
+    while j + 1 < s.size and s[j + 1] == s[i]:
+      j += 1
+    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+    i = j + 1
+  n1, n0 = label.sum(), (~label).sum()
+  if n1 == 0 or n0 == 0:
+    return float("nan")
+  return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def run_weight_stage(a, stage: str) -> list[dict]:
+  """ml100k / synthetic: train each TIL variant, then AUROC of its weights vs the truth."""
+  import numpy as np
+  config = common.config_path("ml100k" if stage == "ml100k" else "synthetic", "mf")
+  extra = {"data.keep_all_ratings": True} if stage == "ml100k" else {}
+  rows = []
+  for seed in a.seeds[:1]:
+    for v in a.small_variants:
+      over = cell_overrides(v, seed, {**extra, "train.epochs": a.small_epochs,
+                                      "eval.every": max(1, a.small_epochs // 4),
+                                      "train.patience": a.small_epochs})
+      root = os.path.join(a.root, stage)
+      m = common.run_cell(root, f"{v}/seed{seed}", config, over, a.budget)
+      if not m:
+        continue
+      r = row(v, seed, "none", m)
+      if VARIANTS[v][0] != "bpr":
+        ds, _, _, _, users, pos, neg, w = weights_of(config, os.path.join(root, f"{v}/seed{seed}"),
+                                                      over)
+        truth = ds.extras["rating"] >= 4 if stage == "ml100k" else ds.extras["clean"]
+        r.update(auroc=auroc(w, truth), w_true=float(np.mean(w[truth])),
+                 w_false=float(np.mean(w[~truth])), n_false=int((~truth).sum()))
+      rows.append(r)
+  common.write_csv(os.path.join(a.root, f"{stage}.csv"), rows)
+  if stage == "ml100k":
+    fig4(a)
+  return rows
+
+
+def fig4(a) -> None:
+  """Fig. 4: mean learned weight of triplets (u, i, j) with rating(u,i) in {4,5} and
+  rating(u,j) in {1,2,3} (j: a low-rated item, not a training positive), per rating pair,
+  normalised by the largest and x100, for the `--fig4-variant` trained on the >= 4 positives."""
+  import numpy as np
+  v = a.fig4_variant
+  over = cell_overrides(v, 0, {"train.epochs": a.small_epochs, "train.patience": a.small_epochs,
+                               "eval.every": max(1, a.small_epochs // 4)})
+  config = common.config_path("ml100k", "mf")
+  root = os.path.join(a.root, "fig4")
+  if not common.run_cell(root, f"{v}/seed0", config, over, a.budget):
+    return
+  from til_jax.train import loop
+  ds, method, state, consts, users, pos, _, _ = weights_of(config, os.path.join(root, f"{v}/seed0"),
+                                                           over)
+  low = ds.extras["low_rated"]
+  low_u, low_j = low.to_pairs()
+  low_r = ds.extras["low_rated_rating"]
+  rating_i = ds.extras["rating"]
+  rng = np.random.default_rng(0)
+  tu, ti, tj, ri, rj = [], [], [], [], []
+  for u in np.unique(low_u):  # each positive of u with one random low-rated item of u
+    mine = np.flatnonzero(users == u)
+    lows = np.flatnonzero(low_u == u)
+    pick = rng.choice(lows, mine.size)
+    tu.append(users[mine]), ti.append(pos[mine]), tj.append(low_j[pick])
+    ri.append(rating_i[mine]), rj.append(low_r[pick])
+  tu, ti, tj, ri, rj = (np.concatenate(x) for x in (tu, ti, tj, ri, rj))
+  w = weights_for(method, state, consts, tu, ti, tj)
+  rows = []
+  for a_i in (5, 4):
+    for a_j in (1, 2, 3):
+      sel = (ri == a_i) & (rj == a_j)
+      rows.append({"rating_i": a_i, "rating_j": a_j, "n": int(sel.sum()),
+                   "mean_weight": float(w[sel].mean()) if sel.any() else float("nan")})
+  top = max(r["mean_weight"] for r in rows if r["n"])
+  for r in rows:
+    r["weight_x100_of_max"] = 100.0 * r["mean_weight"] / top
+  common.write_csv(os.path.join(a.root, "fig4.csv"), rows)
+  plt = common.pyplot()
+  if plt:
+    grid = np.array([[r["weight_x100_of_max"] for r in rows[k * 3:(k + 1) * 3]] for k in range(2)])
+    fig, ax = plt.subplots(figsize=(4, 3))
+    im = ax.imshow(grid, cmap="viridis")
+    ax.set_xticks(range(3), ["j:1", "j:2", "j:3"])
+    ax.set_yticks(range(2), ["i:5", "i:4"])
+    for (y, x), val in np.ndenumerate(grid):
+      ax.text(x, y, f"{val:.1f}", ha="center", va="center", color="w")
+    fig.colorbar(im)
+    ax.set_title(f"ML-100K weights x100/max ({v})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(a.root, "fig4.png"), dpi=120)
+  del loop
+
+
+def weights_for(method, state, consts, users, pos, neg, batch_size: int = 4096):
+  import jax
+  import numpy as np
+  fn = jax.jit(method.core.weights)
+  out = []
+  for s in range(0, users.size, batch_size):
+    n = users[s:s + batch_size].size
+    pad = batch_size - n
+    b = {k: np.concatenate([v[s:s + batch_size], np.zeros(pad, np.int32)]).astype(np.int32)
+         for k, v in (("users", users), ("pos", pos), ("neg", neg))}
+    b["mask"] = np.arange(batch_size) < n
+    out.append(np.asarray(fn(state, b, consts))[:n])
+  return np.concatenate(out)
+
+
+def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[dict]]) -> str:
+  """importance.md: the clean table (t-test vs each variant's control), the noise drops and
+  the AUROC tables."""
+  import collections
+  out = ["# Importance study\n", common.header_lines(a.budget, " ".join(["python -m experiments.importance_study"] + sys.argv[1:])), ""]
+  by = collections.defaultdict(dict)
+  for r in clean:
+    by[r["variant"]][r["seed"]] = r
+  if by:
+    out.append("## Clean Gowalla MF (test, best-valid checkpoint)\n")
+    rows = []
+    for v in [v for v in VARIANTS if v in by]:
+      ctrl = CONTROL.get(v, "bpr")
+      seeds = sorted(set(by[v]) & set(by.get(ctrl, {})))
+      rec = [by[v][s]["test_recall@20"] for s in sorted(by[v])]
+      nd = [by[v][s]["test_ndcg@20"] for s in sorted(by[v])]
+      mr, sr = common.mean_std(rec)
+      mn, sn = common.mean_std(nd)
+      if v == ctrl or not seeds:
+        rel, p = "", ""
+      else:
+        a_ = [by[v][s]["test_recall@20"] for s in seeds]
+        b_ = [by[ctrl][s]["test_recall@20"] for s in seeds]
+        rel = f"{100 * (sum(a_) / sum(b_) - 1):+.2f}% vs {ctrl}"
+        p = f"{common.paired_ttest(a_, b_)[1]:.3g}"
+      rows.append([v, VARIANTS[v][0], len(rec), f"{100 * mr:.2f} ± {100 * sr:.2f}",
+                   f"{100 * mn:.2f} ± {100 * sn:.2f}", rel, p])
+    out.append(common.markdown_table(["variant", "method", "seeds", "test R@20 %", "test N@20 %",
+                                      "R@20 vs control", "paired t-test p"], rows))
+  if noise:
+    out.append("\n## Robustness: Recall@20 drop from each method's clean run (same seed)\n")
+    rows = []
+    for r in noise:
+      base = by.get(r["variant"], {}).get(r["seed"])
+      drop = (f"{100 * (1 - r['test_recall@20'] / base['test_recall@20']):.1f}%" if base else "")
+      rows.append([r["noise"], r["variant"], r["seed"], f"{100 * r['test_recall@20']:.2f}", drop])
+    out.append(common.markdown_table(["noise", "variant", "seed", "test R@20 %", "drop vs clean"],
+                                     rows))
+  for stage, rs in weights.items():
+    if not rs:
+      continue
+    truth = "rating >= 4" if stage == "ml100k" else "clean (not planted)"
+    out.append(f"\n## {stage}: AUROC of the learned weight vs {truth}\n")
+    out.append(common.markdown_table(
+        ["variant", "test R@20 %", "AUROC", "mean w (true)", "mean w (false)"],
+        [[r["variant"], f"{100 * r['test_recall@20']:.2f}",
+          f"{r['auroc']:.3f}" if "auroc" in r else "", f"{r.get('w_true', float('nan')):.3f}",
+          f"{r.get('w_false', float('nan')):.3f}"] for r in rs]))
+  text = "\n".join(out)
+  common.write_text(os.path.join(a.root, "importance.md"), text)
+  plot_clean(a, by)
+  return text
+
+
+def plot_clean(a, by) -> None:
+  plt = common.pyplot()
+  if not plt or not by:
+    return
+  names = [v for v in VARIANTS if v in by]
+  means = [common.mean_std([r["test_recall@20"] for r in by[v].values()]) for v in names]
+  fig, ax = plt.subplots(figsize=(7, 3))
+  ax.bar(range(len(names)), [100 * m for m, _ in means], yerr=[100 * s for _, s in means])
+  ax.set_xticks(range(len(names)), names, rotation=30)
+  ax.set_ylabel("test Recall@20 (%)")
+  lo = min(100 * m for m, _ in means)
+  ax.set_ylim(lo * 0.9, None)
+  fig.tight_layout()
+  fig.savefig(os.path.join(a.root, "clean.png"), dpi=120)
+
+
+def parse(argv):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--stage", default="all", choices=("all", "clean", "noise", "ml100k", "synthetic",
+                                                    "report"))
+  p.add_argument("--budget", default="cpu", choices=tuple(common.BUDGETS))
+  p.add_argument("--root", default="runs/importance")
+  p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--noise-seeds", default="0")
+  p.add_argument("--clean-variants", default=",".join(CLEAN))
+  p.add_argument("--noise-variants", default=",".join(NOISE))
+  p.add_argument("--small-variants", default=",".join(SMALL))
+  p.add_argument("--small-epochs", type=int, default=40, help="epochs of the ml100k/synthetic runs")
+  p.add_argument("--fig4-variant", default="mean_lr2")
+  a = p.parse_args(argv)
+  a.seeds = [int(s) for s in a.seeds.split(",") if s]
+  a.noise_seeds = [int(s) for s in a.noise_seeds.split(",") if s]
+  for k in ("clean_variants", "noise_variants", "small_variants"):
+    names = [v for v in getattr(a, k).split(",") if v]
+    bad = [v for v in names if v not in VARIANTS]
+    if bad:
+      p.error(f"--{k.replace('_', '-')}: unknown variant(s) {', '.join(bad)}; known: {', '.join(VARIANTS)}")
+    setattr(a, k, names)
+  return a
+
+
+def load_rows(path: str) -> list[dict]:
+  import csv
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  for r in rows:
+    for k, v in r.items():
+      try:
+        r[k] = int(v) if k == "seed" else float(v) if k not in ("variant", "method", "noise", "budget") else v
+      except ValueError:
+        pass
+  return rows
+
+
+def main(argv=None) -> int:
+  a = parse(argv)
+  os.makedirs(a.root, exist_ok=True)
+  st = a.stage
+  clean = run_clean(a) if st in ("all", "clean") else load_rows(os.path.join(a.root, "clean.csv"))
+  noise = run_noise(a) if st in ("all", "noise") else load_rows(os.path.join(a.root, "noise.csv"))
+  weights = {}
+  for stage in ("synthetic", "ml100k"):
+    weights[stage] = (run_weight_stage(a, stage) if st in ("all", stage)
+                      else load_rows(os.path.join(a.root, f"{stage}.csv")))
+  print(summarise(a, clean, noise, weights))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

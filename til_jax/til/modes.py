@@ -1,0 +1,34 @@
+"""Named TIL variants: `config.til.mode`.
+
+  default  the config's own til fields (configs/default.py holds the project's defaults)
+  paper    exactly the paper (section 4): sigmoid weights (Eq. 3), mean weighted BPR (Eq. 2,
+           12), no weight post-processing, outer loss = unweighted BPR on a fresh training
+           batch (Eq. 13), KL summed over items (Eq. 9), Adam for the model (5.4). Fields
+           set here override the config's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
+         "kl_reduction": "sum", "outer_batch": "fresh", "first_order": False}
+PAPER_OPTIM = {"name": "adam"}
+MODES = ("default", "paper")
+
+
+def resolve(config):
+  """The config a run computes with: a copy with the mode's fields applied (or `config` itself)."""
+  mode = config.til.get("mode", "default") if "til" in config else "default"
+  if mode == "default":
+    return config
+  if mode != "paper":
+    from til_jax.errors import ConfigError
+    raise ConfigError(f"config.til.mode: {mode!r} is not allowed; allowed: {', '.join(MODES)}")
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    for k, v in PAPER.items():
+      c.til[k] = v
+    for k, v in PAPER_OPTIM.items():
+      c.optim[k] = v
+  return c
