@@ -227,7 +227,8 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
   """importance.md: the clean table (t-test vs each variant's control), the noise drops and
   the AUROC tables."""
   import collections
-  out = ["# Importance study\n", common.header_lines(a.budget, " ".join(["python -m experiments.importance_study"] + sys.argv[1:])), ""]
+  command = " ".join(["python -m experiments.importance_study"] + sys.argv[1:])
+  out = ["# Importance study\n", common.header_lines(a.budget, command), ""]
   by = collections.defaultdict(dict)
   for r in clean:
     by[r["variant"]][r["seed"]] = r

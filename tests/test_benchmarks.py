@@ -1,6 +1,9 @@
 """The benchmark harness runs end to end on a tiny synthetic dataset."""
 
 import json
+import sys
+
+import pytest
 
 from benchmarks import run
 
@@ -22,3 +25,51 @@ def test_random_dataset_has_the_requested_shape():
   ds = run.random_dataset(50, 40, 600)
   assert (ds.n_users, ds.n_items) == (50, 40)
   assert ds.train.nnz > ds.valid.nnz > 0
+
+
+PEERS = ["--suite=peers", "--data=synthetic", "--bpr-epochs=2", "--lightgcn-epochs=1", "--implicit-iters=2",
+         "--peers-python="]
+
+
+def test_peers_suite_on_synthetic(tmp_path):
+  for mod in ("torch", "recbole", "implicit"):
+    pytest.importorskip(mod)
+  out = tmp_path / "p.json"
+  assert run.main([*PEERS, f"--out={out}"]) == 0
+  r = json.loads(out.read_text())
+  for key in ("recbole_bpr_epoch_s", "recbole_bpr_eval_s", "recbole_lightgcn_epoch_s",
+              "recbole_lightgcn_eval_s", "implicit_bpr_epoch_s", "machine", "versions"):
+    assert r[key], key
+  assert len(r["records"]) == 5
+  for rec in r["records"]:
+    assert "error" not in rec and {"name", "median_ms", "p10_ms", "p90_ms", "peak_rss_mb"} <= set(rec)
+  trained = [rec for rec in r["records"] if rec["name"].endswith("_epoch")]
+  assert len(trained) == 3 and all(0 <= rec["recall@20"] <= 1 for rec in trained)
+  for rec in trained[:2]:  # our evaluator on RecBole's embeddings agrees with RecBole's own
+    assert rec["recall@20"] == pytest.approx(rec["recbole_recall@20"], abs=1e-3)
+    assert rec["ndcg@20"] == pytest.approx(rec["recbole_ndcg@20"], abs=1e-3)
+
+
+def hide(monkeypatch, package):
+  """As if `package` were not installed (in this process it may already be imported)."""
+  for name in [m for m in sys.modules if m == package or m.startswith(package + ".")] + [package]:
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_a_missing_peer_gives_an_error_record(tmp_path, monkeypatch):
+  from benchmarks import peers
+  hide(monkeypatch, "recbole")
+  fake = {"name": "implicit_bpr_epoch", "median_ms": 1.0, "p10_ms": 1.0, "p90_ms": 1.0, "peak_rss_mb": 1.0}
+  monkeypatch.setattr(peers, "run_implicit", lambda *a: [fake])
+  out = tmp_path / "p.json"
+  assert run.main([*PEERS, f"--out={out}"]) == 0  # one peer ran
+  r = json.loads(out.read_text())
+  errors = {rec["name"]: rec["error"] for rec in r["records"] if "error" in rec}
+  assert set(errors) == {"recbole_bpr", "recbole_lightgcn"} and "not importable" in errors["recbole_bpr"]
+  assert r["implicit_bpr_epoch_s"] == 1e-3 and "error" not in r
+  monkeypatch.undo()
+  hide(monkeypatch, "recbole")
+  hide(monkeypatch, "implicit")
+  assert run.main([*PEERS, f"--out={out}"]) == 2  # none ran: still a JSON report
+  r = json.loads(out.read_text())
+  assert "no peer ran" in r["error"] and all("error" in rec for rec in r["records"])

@@ -30,12 +30,12 @@ import numpy as np
 import optax
 
 from til_jax import parallel
-from til_jax.til import modes
 from til_jax.data.dataset import CSR
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.evaluation import Evaluator
 from til_jax.models import make_model
+from til_jax.til import modes
 from til_jax.train import config_check
 from til_jax.train.checkpoint import Checkpointer
 from til_jax.train.methods import make_method
