@@ -31,6 +31,9 @@ VARIANTS = {
     "mean": ("til_ui", {"til.weight_norm": "mean"}),
     "mean_lr2": ("til_ui", {"til.weight_norm": "mean", "til.gen_lr": 1e-2}),
     "softmax": ("til_ui", {"til.weight_norm": "softmax"}),
+    # The outer loss on the inner batch itself (the authors' code): its hypergradient includes
+    # each triplet's own squared gradient norm, so hard triplets gain weight.
+    "same_lr2": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "same", "til.gen_lr": 1e-2}),
     "authors": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
                            "til.weight_norm": "clip"}),
     "valid": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "valid"}),
@@ -41,8 +44,8 @@ VARIANTS = {
     "bpr_sgd": ("bpr", {"optim.name": "sgd", "optim.lr": 50.0}),
 }
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}  # compared with these, not plain BPR
-CLEAN = ["bpr", "paper", "mean", "mean_lr2", "softmax", "authors", "valid", "bpr_meta"]
-NOISE = ["bpr", "paper", "mean", "valid", "bpr_meta"]
+CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
+NOISE = ["bpr", "paper", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
 NOISES = ("pos", "neg", "both")
 
