@@ -313,3 +313,25 @@ def test_weights_do_not_collapse_on_real_data(tmp_path):
   w = [x["w_mean"] for x in lines]
   assert min(w) > 0.3, w
   assert res["valid"]["recall@20"] > 0.05
+
+
+def test_kl_reduction_mean_is_sum_over_items():
+  rng = np.random.default_rng(11)
+  t = jax.nn.softmax(jnp.asarray(rng.normal(size=(9, 4))), -1)
+  q = jax.nn.softmax(jnp.asarray(rng.normal(size=(9, 4))), -1)
+  total = float(np.sum(np.asarray(t) * (np.log(np.asarray(t)) - np.log(np.asarray(q)))))
+  assert abs(float(clustering.kl_loss(t, q, "sum")) - total) < 1e-5
+  assert abs(float(clustering.kl_loss(t, q, "mean")) - total / 9) < 1e-6
+
+
+def test_paper_mode_overrides_the_variant_fields():
+  from configs import default
+  from til_jax.til import modes
+  c = default.get_config()
+  c.til.weight_norm, c.til.activation, c.til.kl_reduction = "mean", "softplus", "mean"
+  assert modes.resolve(c) is c  # mode "default": the fields as set
+  c.til.mode = "paper"
+  r = modes.resolve(c)
+  assert (r.til.weight_norm, r.til.activation, r.til.kl_reduction, r.til.outer_batch,
+          r.optim.name) == ("none", "sigmoid", "sum", "fresh", "adam")
+  assert c.til.weight_norm == "mean"  # the caller's config is not changed
