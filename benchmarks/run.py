@@ -5,8 +5,9 @@ full   Gowalla split-811-seed0 from $TIL_DATA_DIR (or a random dataset of the sa
        absent): BPR / TIL-UI / TIL-MI step times for MF and LightGCN (median of many steps after
        warm-up), epoch times including sampling, full-ranking evaluation, peak RSS, and the ratios
        TIL/BPR measured in this one process.
-peers  the same epoch and evaluation work in RecBole and `implicit` when they are installed
-       (`pip install -e '.[bench]' recbole implicit`); otherwise it says what is missing.
+peers  the same epoch and evaluation work in RecBole and `implicit` (benchmarks/peers.py; build
+       their venv once with `bash benchmarks/peers_env.sh`, then this command re-runs itself
+       there); a peer that cannot be imported gets a record with an `error` field.
 
 Every record: name, median_ms, p10_ms, p90_ms, peak_rss_mb. Top-level keys: bpr_mf_step_ms,
 til_ui_mf_step_ms, til_mi_mf_step_ms, eval_gowalla_s, bpr_mf_epoch_s, lightgcn_epoch_s, ratios,
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -188,28 +190,38 @@ def run_ours(suite: str) -> dict:
   return {**top, "records": records}
 
 
-def run_peers() -> dict:
-  """Peers, when installed. Their timings need their own stacks (torch for RecBole)."""
-  missing = []
-  for mod in ("recbole", "implicit"):
-    try:
-      __import__(mod)
-    except ImportError:
-      missing.append(mod)
-  if missing:
-    return {"error": f"peer libraries not installed: {', '.join(missing)} "
-                     "(pip install -e '.[bench]' recbole implicit); see benchmarks/README.md for "
-                     "the published peer figures on the same split"}
-  return {"error": "peer drivers are not implemented in this version; see benchmarks/README.md"}
+def run_peers(a) -> dict:
+  """The peer libraries on the same split (benchmarks/peers.py, run in .venv-peers)."""
+  from benchmarks import peers
+  ds = load("quick" if a.data == "synthetic" else "full")
+  return peers.run(ds, a.bpr_epochs, a.lightgcn_epochs, a.implicit_iters, a.peers.split(","))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_PYTHON = os.path.join(ROOT, ".venv-peers", "bin", "python")
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--suite", choices=("quick", "full", "peers"), default="quick")
   p.add_argument("--out", default="")
+  g = p.add_argument_group("peers suite")
+  g.add_argument("--data", choices=("gowalla", "synthetic"), default="gowalla")
+  g.add_argument("--bpr-epochs", type=int, default=5)
+  g.add_argument("--lightgcn-epochs", type=int, default=2)
+  g.add_argument("--implicit-iters", type=int, default=5)
+  g.add_argument("--peers", default="recbole_bpr,recbole_lightgcn,implicit_bpr", help="comma-separated")
+  g.add_argument("--peers-python", default=PEERS_PYTHON,
+                 help="interpreter to re-run under when this one lacks a peer ('' = never)")
   a = p.parse_args(argv)
+  if a.suite == "peers" and a.peers_python and os.path.exists(a.peers_python):
+    from benchmarks import peers
+    if not peers.available():
+      print(f"re-running under {a.peers_python}", file=sys.stderr, flush=True)
+      args = list(sys.argv[1:] if argv is None else argv) + ["--peers-python="]
+      return subprocess.call([a.peers_python, "-m", "benchmarks.run", *args])
   result = {"machine": machine()}
-  result.update(run_peers() if a.suite == "peers" else run_ours(a.suite))
+  result.update(run_peers(a) if a.suite == "peers" else run_ours(a.suite))
   result["peak_rss_mb"] = peak_rss_mb()
   text = json.dumps(result, indent=2)
   if a.out:
