@@ -56,28 +56,43 @@ def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
 
 
 def run_clean(a) -> list[dict]:
-  rows = []
   for seed in a.seeds:
     for v in a.clean_variants:
-      m = common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
-                          common.config_path("gowalla", "mf"), cell_overrides(v, seed), a.budget)
-      if m:
-        rows.append(row(v, seed, "none", m))
+      common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
+                      common.config_path("gowalla", "mf"), cell_overrides(v, seed), a.budget)
+  rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"))]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
 
 
+def finished(stage_root: str, prefix: str = ""):
+  """((variant, seed), metrics) of every finished cell under stage_root[/prefix], so a report
+  covers earlier invocations' cells too (e.g. variants run for fewer seeds)."""
+  import json
+  base = os.path.join(stage_root, prefix)
+  out = []
+  for v in VARIANTS:
+    d = os.path.join(base, v)
+    if not os.path.isdir(d):
+      continue
+    for name in sorted(os.listdir(d)):
+      path = os.path.join(d, name, "metrics.json")
+      if name.startswith("seed") and os.path.exists(path):
+        with open(path) as f:
+          out.append(((v, int(name[4:])), json.load(f)))
+  return out
+
+
 def run_noise(a) -> list[dict]:
-  rows = []
   for seed in a.noise_seeds:
     for noise in NOISES:
       for v in a.noise_variants:
-        m = common.run_cell(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
-                            common.config_path("gowalla", "mf"),
-                            cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
-                            a.budget)
-        if m:
-          rows.append(row(v, seed, noise, m))
+        common.run_cell(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
+                        common.config_path("gowalla", "mf"),
+                        cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
+                        a.budget)
+  rows = [row(v, seed, noise, m) for noise in NOISES
+          for (v, seed), m in finished(os.path.join(a.root, "noise"), noise)]
   common.write_csv(os.path.join(a.root, "noise.csv"), rows)
   return rows
 
