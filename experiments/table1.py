@@ -85,14 +85,34 @@ def run(a) -> list[dict]:
         if m and m["valid"]["recall@20"] > best_v:
           best, best_v = pt, m["valid"]["recall@20"]
       over.update(best)
-    m = common.run_cell(os.path.join(a.root, group), f"{method}/seed{seed}", config, over, a.budget)
-    if m:
-      rows.append({"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
+    common.run_cell(os.path.join(a.root, group), f"{method}/seed{seed}", config, over, a.budget)
+  return collect(a.root)
+
+
+ALL_METHODS = METHODS + ("til_mik",)
+DATASETS = ("amazon-cd", "gowalla", "lastfm-2k", "ml100k", "synthetic")
+BACKBONES = ("mf", "neumf", "lightgcn", "mgccf")
+
+
+def collect(root: str) -> list[dict]:
+  """One row per finished cell under root (this and earlier invocations)."""
+  import json
+  rows = []
+  for dataset, backbone, method in itertools.product(DATASETS, BACKBONES, ALL_METHODS):
+    d = os.path.join(root, f"{dataset}_{backbone}", method)
+    if not os.path.isdir(d):
+      continue
+    for name in sorted(os.listdir(d)):
+      path = os.path.join(d, name, "metrics.json")
+      if not (name.startswith("seed") and os.path.exists(path)):
+        continue
+      with open(path) as f:
+        m = json.load(f)
+      rows.append({"dataset": dataset, "backbone": backbone, "method": method, "seed": int(name[4:]),
                    "valid_recall@20": m["valid"]["recall@20"], "valid_ndcg@20": m["valid"]["ndcg@20"],
                    "test_recall@20": m["test"]["recall@20"], "test_ndcg@20": m["test"]["ndcg@20"],
                    "epochs": m["epochs"], "best_epoch": m["best_epoch"],
-                   "train_seconds": m["train_seconds"], "budget": m.get("budget", a.budget),
-                   **{k: v for k, v in over.items() if k not in ("method", "seed")}})
+                   "train_seconds": m["train_seconds"], "budget": m.get("budget", "")})
   return rows
 
 
@@ -103,8 +123,8 @@ def report(a, rows: list[dict]) -> str:
   out = ["# Table 1 (ours, test metrics of the best-valid checkpoint; paper's in brackets)\n",
          common.header_lines(a.budget, " ".join(["python -m experiments.table1"] + sys.argv[1:])),
          "Numbers in [brackets] are the paper's Table 1 (its own protocol), shown for reference.\n"]
-  for dataset, backbone in itertools.product(a.datasets, a.backbones):
-    present = [m for m in a.methods if (dataset, backbone, m) in cells]
+  for dataset, backbone in itertools.product(DATASETS, BACKBONES):
+    present = [m for m in ALL_METHODS if (dataset, backbone, m) in cells]
     if not present:
       continue
     out.append(f"\n## {dataset} x {backbone}\n")
