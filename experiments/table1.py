@@ -72,7 +72,6 @@ def grid_points(method: str, budget: int) -> list[dict]:
 
 
 def run(a) -> list[dict]:
-  rows = []
   for dataset, backbone, seed, method in itertools.product(a.datasets, a.backbones, a.seeds, a.methods):
     config = common.config_path(dataset, backbone)
     group = f"{dataset}_{backbone}"
