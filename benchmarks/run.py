@@ -31,6 +31,7 @@ import numpy as np
 from configs import default
 from til_jax.data.dataset import CSR, Dataset
 from til_jax.evaluation import Evaluator
+from til_jax.til import modes
 from til_jax.train import loop
 
 
@@ -75,12 +76,12 @@ def make_config(suite: str, method: str, backbone: str):
 
 def build_for(config, dataset):
   """loop.build, but on a given dataset (so one dataset serves every measurement)."""
-  import optax
 
   from til_jax.models import make_model
   from til_jax.train.methods import make_method
+  config = modes.resolve(config)
   model = make_model(config.model, dataset.n_users, dataset.n_items)
-  tx = optax.adam(float(config.optim.lr))
+  tx = loop.make_optimizer(config.optim)
   method = make_method(config.method, model, dataset, tx, config)
   u, i = dataset.train.to_pairs()
   consts = {"graph": model.prepare(dataset), "train_users": jax.numpy.asarray(u),

@@ -29,7 +29,8 @@ BUDGETS = {
 
 
 def config_path(dataset: str, backbone: str) -> str:
-  """configs/<dataset>_<backbone>.py (dataset names with '-' use '_')."""
+  """configs/<dataset>_<backbone>.py (dataset names with '-' use '_': amazon-cd, gowalla,
+  lastfm, ml100k, synthetic)."""
   return os.path.join("configs", f"{dataset.replace('-', '_')}_{backbone}.py")
 
 
@@ -44,6 +45,11 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   """Runs (or reads) one cell; returns its metrics.json, or None if the run failed."""
   workdir = os.path.join(root, cell)
   done = os.path.join(workdir, "metrics.json")
+  fields = {**BUDGETS[budget], **overrides, "budget": budget}
+  stale = mismatches(workdir, fields)
+  if stale:
+    print(f"[stale] {cell}: trained with {stale}; not reused (use another --root)", flush=True)
+    return None
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
@@ -61,6 +67,27 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
         f"{m['test'].get('recall@20', float('nan')):.4f}", flush=True)
   return m
+
+
+def mismatches(workdir: str, fields: dict) -> str:
+  """'' when the cell in `workdir` (if any) was configured with `fields`, else what differs."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    saved = json.load(f).get("config", {})
+  diffs = []
+  for k, v in fields.items():
+    node = saved
+    for part in k.split("."):
+      node = node.get(part, None) if isinstance(node, dict) else None
+    if node is None or isinstance(node, dict):
+      continue  # a field the saved config does not have: nothing to compare
+    same = (float(node) == float(v) if isinstance(node, (int, float)) and not isinstance(node, bool)
+            and isinstance(v, (int, float)) else str(node) == str(v))
+    if not same:
+      diffs.append(f"{k}={node!r} (asked {v!r})")
+  return ", ".join(diffs)
 
 
 def machine() -> str:

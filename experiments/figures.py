@@ -39,7 +39,7 @@ def fig3(a) -> list[dict]:
                             f"{noise}/{m}/seed{seed}", common.config_path(a.dataset, a.backbone),
                             {"method": m, "seed": seed, "data.noise": noise, "data.noise_seed": seed},
                             a.budget)
-        if base and r:
+        if base and r and base["test"]["recall@20"] > 0:
           rows.append({"method": m, "seed": seed, "noise": noise,
                        "clean_recall@20": base["test"]["recall@20"],
                        "noisy_recall@20": r["test"]["recall@20"],
@@ -95,14 +95,17 @@ def fig6(a) -> list[dict]:
     path = os.path.join(group, m, f"seed{a.seeds[0]}", "metrics.jsonl")
     if not os.path.exists(path):
       continue
-    total = 0.0
-    with open(path) as f:
+    epochs = {}
+    with open(path) as f:  # a resumed run re-logs the epochs after its last checkpoint: keep the last
       for line in f:
         rec = json.loads(line)
-        total += rec.get("seconds", 0.0)
-        if "valid" in rec:
-          rows.append({"method": m, "epoch": rec["epoch"], "train_seconds": round(total, 2),
-                       "valid_recall@20": rec["valid"]["recall@20"]})
+        epochs[rec["epoch"]] = rec
+    total = 0.0
+    for e in sorted(epochs):
+      total += epochs[e].get("seconds", 0.0)
+      if "valid" in epochs[e]:
+        rows.append({"method": m, "epoch": e, "train_seconds": round(total, 2),
+                     "valid_recall@20": epochs[e]["valid"]["recall@20"]})
   common.write_csv(os.path.join(a.root, "fig6.csv"), rows)
   plt = common.pyplot()
   if plt and rows:

@@ -64,14 +64,15 @@ def run_clean(a) -> list[dict]:
     for v in a.clean_variants:
       common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
                       common.config_path("gowalla", "mf"), cell_overrides(v, seed), a.budget)
-  rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"))]
+  rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "", a.budget)]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
 
 
-def finished(stage_root: str, prefix: str = ""):
-  """((variant, seed), metrics) of every finished cell under stage_root[/prefix], so a report
-  covers earlier invocations' cells too (e.g. variants run for fewer seeds)."""
+def finished(stage_root: str, prefix: str = "", budget: str | None = None):
+  """((variant, seed), metrics) of every finished cell under stage_root[/prefix] trained with
+  `budget`, so a report covers earlier invocations' cells too (e.g. variants run for fewer
+  seeds)."""
   import json
   base = os.path.join(stage_root, prefix)
   out = []
@@ -83,7 +84,9 @@ def finished(stage_root: str, prefix: str = ""):
       path = os.path.join(d, name, "metrics.json")
       if name.startswith("seed") and os.path.exists(path):
         with open(path) as f:
-          out.append(((v, int(name[4:])), json.load(f)))
+          m = json.load(f)
+        if budget is None or m.get("budget") == budget:
+          out.append(((v, int(name[4:])), m))
   return out
 
 
@@ -96,7 +99,7 @@ def run_noise(a) -> list[dict]:
                         cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
                         a.budget)
   rows = [row(v, seed, noise, m) for noise in NOISES
-          for (v, seed), m in finished(os.path.join(a.root, "noise"), noise)]
+          for (v, seed), m in finished(os.path.join(a.root, "noise"), noise, a.budget)]
   common.write_csv(os.path.join(a.root, "noise.csv"), rows)
   return rows
 
@@ -176,9 +179,9 @@ def run_weight_stage(a, stage: str) -> list[dict]:
 
 
 def fig4(a) -> None:
-  """Fig. 4: mean learned weight of triplets (u, i, j) with rating(u,i) in {4,5} and
-  rating(u,j) in {1,2,3} (j: a low-rated item, not a training positive), per rating pair,
-  normalised by the largest and x100, for the `--fig4-variant` trained on the >= 4 positives."""
+  """Fig. 4: learned weights of triplets (u, i, j) with rating(u,i) in {4,5} and rating(u,j) in
+  {1,2,3} (j: a low-rated item, not a training positive), divided by the largest of them, x100,
+  averaged per rating pair, for the `--fig4-variant` trained on the >= 4 positives."""
   import numpy as np
   v = a.fig4_variant
   over = cell_overrides(v, 0, {"train.epochs": a.small_epochs, "train.patience": a.small_epochs,
@@ -203,14 +206,16 @@ def fig4(a) -> None:
     tu.append(users[mine]), ti.append(pos[mine]), tj.append(low_j[pick])
     ri.append(rating_i[mine]), rj.append(low_r[pick])
   tu, ti, tj, ri, rj = (np.concatenate(x) for x in (tu, ti, tj, ri, rj))
-  w = weights_for(method, state, consts, tu, ti, tj)
+  perm = np.random.default_rng(1).permutation(tu.size)  # random batches (see all_triplet_weights)
+  w = np.empty(tu.size)
+  w[perm] = weights_for(method, state, consts, tu[perm], ti[perm], tj[perm])
   rows = []
   for a_i in (5, 4):
     for a_j in (1, 2, 3):
       sel = (ri == a_i) & (rj == a_j)
       rows.append({"rating_i": a_i, "rating_j": a_j, "n": int(sel.sum()),
                    "mean_weight": float(w[sel].mean()) if sel.any() else float("nan")})
-  top = max(r["mean_weight"] for r in rows if r["n"])
+  top = float(w.max())  # the paper (5.6.1): weights normalised by the largest one, x100
   for r in rows:
     r["weight_x100_of_max"] = 100.0 * r["mean_weight"] / top
   common.write_csv(os.path.join(a.root, "fig4.csv"), rows)
@@ -348,7 +353,10 @@ def load_rows(path: str) -> list[dict]:
   with open(path) as f:
     rows = list(csv.DictReader(f))
   for r in rows:
-    for k, v in r.items():
+    for k, v in list(r.items()):
+      if v == "":
+        del r[k]  # a column this row does not have (e.g. BPR's AUROC)
+        continue
       try:
         r[k] = int(v) if k == "seed" else float(v) if k not in ("variant", "method", "noise", "budget") else v
       except ValueError:

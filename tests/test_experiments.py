@@ -73,6 +73,18 @@ def test_importance_study_synthetic_stage(tmp_path):
   assert [r["variant"] for r in rows] == ["bpr", "mean"]
   assert 0.0 <= float(rows[1]["auroc"]) <= 1.0
   assert "AUROC" in open(os.path.join(root, "importance.md")).read()
+  # The report alone, from the CSVs (BPR rows have no AUROC column values).
+  assert importance_study.main(["--stage=report", "--budget=tiny", f"--root={root}"]) == 0
+
+
+def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
+  root = str(tmp_path / "c")
+  config = common.config_path("synthetic", "mf")
+  first = common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny")
+  assert first is not None
+  assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny") == first
+  assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 1}, "tiny") is None
+  assert "[stale] bpr/seed0: trained with seed=0 (asked 1)" in capsys.readouterr().out
 
 
 def test_unknown_variant_is_a_usage_error():

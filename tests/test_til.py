@@ -335,3 +335,5 @@ def test_paper_mode_overrides_the_variant_fields():
   assert (r.til.weight_norm, r.til.activation, r.til.kl_reduction, r.til.outer_batch,
           r.optim.name) == ("none", "sigmoid", "sum", "fresh", "adam")
   assert c.til.weight_norm == "mean"  # the caller's config is not changed
+  c.optim.name = "sgd"                # the SGD variant: paper TIL with an SGD model optimizer
+  assert modes.resolve(c).optim.name == "sgd"

@@ -78,9 +78,16 @@ def build(config):
   config = modes.resolve(config)
   if config.method.startswith("til") and config.til.outer_batch == "valid":
     dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
-  elif config.train.get("meta_to_train", False):  # the control: meta interactions as training data
+  if config.train.get("meta_to_train", False):  # the control: meta interactions as training data
+    if "meta" in dataset.extras:
+      raise ConfigError("config.train.meta_to_train: the control of til.outer_batch=valid is BPR "
+                        "on train + meta; it cannot be combined with outer_batch=valid")
     dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
-    dataset = dataset.replace(train=dataset.train.union(dataset.extras["meta"]))
+    # Arrays aligned with the old training pairs (ratings, clean flags) no longer line up.
+    nnz = dataset.train.nnz
+    extras = {k: v for k, v in dataset.extras.items()
+              if not (isinstance(v, np.ndarray) and v.shape[:1] == (nnz,))}
+    dataset = dataset.replace(train=dataset.train.union(dataset.extras["meta"]), extras=extras)
   config_check.check_against_data(config, dataset)
   model = make_model(config.model, dataset.n_users, dataset.n_items)
   tx = make_optimizer(config.optim)
@@ -355,17 +362,25 @@ def restore(config, workdir: str, which: str = "best"):
 
 def all_triplet_weights(method, state, dataset, consts, seed: int = 0, batch_size: int = 4096):
   """Weights the trained generator gives every training positive with one uniform negative:
-  (users, pos, neg, weights) as NumPy arrays [nnz], in `dataset.train.to_pairs()` order."""
+  (users, pos, neg, weights) as NumPy arrays [nnz], in `dataset.train.to_pairs()` order.
+
+  The triplets are scored in batches of a random order, so batch-wise post-processing (mean-one,
+  softmax) rescales every batch by about the same constant and weights stay comparable across
+  the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
   users, pos = dataset.train.to_pairs()
-  neg = method.sampler.sample(users, np.random.default_rng(seed))
+  rng = np.random.default_rng(seed)
+  neg = method.sampler.sample(users, rng)
+  order = rng.permutation(users.size)
   fn = jax.jit(method.core.weights)
   out = []
   for s in range(0, users.size, batch_size):
-    sl = slice(s, s + batch_size)
-    n = users[sl].size
+    idx = order[s: s + batch_size]
+    n = idx.size
     pad = batch_size - n
-    b = {k: np.concatenate([v[sl], np.zeros(pad, v.dtype)]) for k, v in
+    b = {k: np.concatenate([v[idx], np.zeros(pad, v.dtype)]) for k, v in
          (("users", users), ("pos", pos), ("neg", neg))}
     b["mask"] = np.arange(batch_size) < n
     out.append(np.asarray(fn(state, b, consts))[:n])
-  return users, pos, neg, np.concatenate(out)
+  w = np.empty(users.size, np.float32)
+  w[order] = np.concatenate(out)
+  return users, pos, neg, w
