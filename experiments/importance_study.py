@@ -276,8 +276,9 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
         b_ = [by[ctrl][s]["test_recall@20"] for s in seeds]
         rel = f"{100 * (sum(a_) / sum(b_) - 1):+.2f}% vs {ctrl}"
         p = f"{common.paired_ttest(a_, b_)[1]:.3g}"
-      rows.append([v, VARIANTS[v][0], len(rec), f"{100 * mr:.2f} ± {100 * sr:.2f}",
-                   f"{100 * mn:.2f} ± {100 * sn:.2f}", rel, p])
+      pm = len(rec) > 1
+      rows.append([v, VARIANTS[v][0], len(rec), f"{100 * mr:.2f}" + (f" ± {100 * sr:.2f}" if pm else ""),
+                   f"{100 * mn:.2f}" + (f" ± {100 * sn:.2f}" if pm else ""), rel, p if p != "nan" else ""])
     out.append(common.markdown_table(["variant", "method", "seeds", "test R@20 %", "test N@20 %",
                                       "R@20 vs control", "paired t-test p"], rows))
   if noise:
