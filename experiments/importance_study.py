@@ -39,6 +39,9 @@ VARIANTS = {
     # ... and with the authors' outer batch too (the inner batch itself).
     "authors_same": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
                                 "til.weight_norm": "clip", "til.outer_batch": "same"}),
+    "authors_same_lr2": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
+                                    "til.weight_norm": "clip", "til.outer_batch": "same",
+                                    "til.gen_lr": 1e-2}),
     "same": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "same"}),
     "valid": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "valid"}),
     # The control of `valid`: BPR that also trains on the meta part of valid (same split).
