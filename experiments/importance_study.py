@@ -43,6 +43,10 @@ VARIANTS = {
                                     "til.weight_norm": "clip", "til.outer_batch": "same",
                                     "til.gen_lr": 1e-2}),
     "same": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "same"}),
+    # The control of the authors' choices: their weights saturate at the clip (5) with a summed
+    # loss, i.e. BPR scaled by 5 * batch (25,000), which shrinks the L2 term's relative weight by
+    # that factor (Adam ignores the scale itself): BPR with l2 / 25,000.
+    "bpr_l2_scaled": ("bpr", {"optim.l2": 1e-4 / 25000}),
     "valid": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "valid"}),
     # The control of `valid`: BPR that also trains on the meta part of valid (same split).
     "bpr_meta": ("bpr", {"train.meta_to_train": True}),
@@ -50,7 +54,8 @@ VARIANTS = {
     "sgd_paper": ("til_ui", {"til.mode": "paper", "optim.name": "sgd", "optim.lr": 50.0}),
     "bpr_sgd": ("bpr", {"optim.name": "sgd", "optim.lr": 50.0}),
 }
-CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}  # compared with these, not plain BPR
+CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}
+CONTROL.update({v: "bpr" for v in ()})  # compared with these, not plain BPR
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
