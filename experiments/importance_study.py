@@ -39,9 +39,6 @@ VARIANTS = {
     # ... and with the authors' outer batch too (the inner batch itself).
     "authors_same": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
                                 "til.weight_norm": "clip", "til.outer_batch": "same"}),
-    "authors_same_lr2": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
-                                    "til.weight_norm": "clip", "til.outer_batch": "same",
-                                    "til.gen_lr": 1e-2}),
     "same": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "same"}),
     # The control of the authors' choices: their weights saturate at the clip (5) with a summed
     # loss, i.e. BPR scaled by 5 * batch (25,000), which shrinks the L2 term's relative weight by
