@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint.overwrite = False
 
   c.til = ml_collections.ConfigDict()
-  c.til.mode = "default"     # default: the fields below | paper: exactly the paper (til/modes.py)
+  c.til.mode = "default"     # default: the fields below | paper: exactly the paper | authors:
+                             # the authors' code's choices (til/modes.py)
   c.til.alpha = 1.0          # Eq. 6 cluster-term scale (paper grid {1e-2, 1e-1, 1, 5, 10})
   c.til.gamma = 1e-4         # Eq. 11 clustering-loss weight (paper grid {1e-4 .. 1e-1})
   c.til.tau = 1.0            # Eq. 7 temperature

@@ -37,7 +37,7 @@ VARIANTS = {
     "authors": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
                            "til.weight_norm": "clip"}),
     # ... and with the authors' outer batch too (the inner batch itself).
-    "authors_same": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",
+    "authors_same": ("til_ui", {"til.activation": "softplus", "til.reduction": "sum",  # = til.mode=authors
                                 "til.weight_norm": "clip", "til.outer_batch": "same"}),
     "same": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "same"}),
     # The control of the authors' choices: their weights saturate at the clip (5) with a summed
@@ -54,7 +54,7 @@ VARIANTS = {
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}
 CONTROL.update({v: "bpr" for v in ()})  # compared with these, not plain BPR
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
-NOISE = ["bpr", "paper", "valid", "bpr_meta"]
+NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
 NOISES = ("pos", "neg", "both")
 

@@ -337,3 +337,7 @@ def test_paper_mode_overrides_the_variant_fields():
   assert c.til.weight_norm == "mean"  # the caller's config is not changed
   c.optim.name = "sgd"                # the SGD variant: paper TIL with an SGD model optimizer
   assert modes.resolve(c).optim.name == "sgd"
+  c.til.mode = "authors"
+  r = modes.resolve(c)
+  assert (r.til.activation, r.til.weight_norm, r.til.clip_max, r.til.reduction, r.til.outer_batch) == (
+      "softplus", "clip", 5.0, "sum", "same")

@@ -6,6 +6,9 @@
            training batch (Eq. 13), KL summed over items (Eq. 9), exact hypergradient. Fields
            set here override the config's til fields; the optimizer stays `optim.*` (Adam by
            default, as in the paper; `optim.name=sgd` gives the SGD variant).
+  authors  the authors' public code's choices: softplus weights clipped to [0, 5], summed
+           weighted loss, the inner batch itself as the outer batch (the best variant of the
+           importance study, RESULTS.md; its weights end up at the clip).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import copy
 
 PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
          "kl_reduction": "sum", "outer_batch": "fresh", "first_order": False}
-MODES = ("default", "paper")
+AUTHORS = {"activation": "softplus", "weight_norm": "clip", "clip_max": 5.0, "reduction": "sum",
+           "outer_batch": "same"}
+PRESETS = {"paper": PAPER, "authors": AUTHORS}
+MODES = ("default",) + tuple(PRESETS)
 
 
 def resolve(config):
@@ -22,11 +28,11 @@ def resolve(config):
   mode = config.til.get("mode", "default") if "til" in config else "default"
   if mode == "default":
     return config
-  if mode != "paper":
+  if mode not in PRESETS:
     from til_jax.errors import ConfigError
     raise ConfigError(f"config.til.mode: {mode!r} is not allowed; allowed: {', '.join(MODES)}")
   c = copy.deepcopy(config)
   with c.unlocked():
-    for k, v in PAPER.items():
+    for k, v in PRESETS[mode].items():
       c.til[k] = v
   return c

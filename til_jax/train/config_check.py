@@ -14,7 +14,7 @@ CHOICES = {
     "til.activation": ("sigmoid", "softplus", "exp"),
     "til.weight_norm": ("none", "mean", "clip", "softmax"),
     "til.reduction": ("mean", "sum"),
-    "til.mode": ("default", "paper"),
+    "til.mode": ("default", "paper", "authors"),
     "optim.name": ("adam", "sgd"),
     "til.kl_reduction": ("mean", "sum"),
     "til.hypergrad": ("jvp", "autodiff"),
