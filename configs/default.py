@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"       # adam | sgd: the model's optimizer (OPT_Theta)
   c.optim.lr = 1e-3
+  c.optim.eps = 1e-8         # Adam's epsilon (optax default)
   c.optim.l2 = 1e-4          # on the batch's ego embedding rows, per triplet
 
   c.train = ml_collections.ConfigDict()

@@ -44,6 +44,9 @@ VARIANTS = {
     # loss, i.e. BPR scaled by 5 * batch (25,000), which shrinks the L2 term's relative weight by
     # that factor (Adam ignores the scale itself): BPR with l2 / 25,000.
     "bpr_l2_scaled": ("bpr", {"optim.l2": 1e-4 / 25000}),
+    # ... and the other thing a 25,000x loss scale changes under Adam: epsilon's relative size
+    # (rows with tiny gradients take larger steps). BPR with Adam eps 1e-8 / 25,000.
+    "bpr_eps": ("bpr", {"optim.eps": 1e-8 / 25000}),
     "valid": ("til_ui", {"til.weight_norm": "mean", "til.outer_batch": "valid"}),
     # The control of `valid`: BPR that also trains on the meta part of valid (same split).
     "bpr_meta": ("bpr", {"train.meta_to_train": True}),

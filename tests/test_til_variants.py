@@ -77,3 +77,13 @@ def test_sgd_inner_optimizer_is_plain_sgd():
   upd, _ = tx.update(g, tx.init(p), p)
   np.testing.assert_allclose(np.asarray(optax.apply_updates(p, upd)["a"]), [-0.5, -2.75])
   assert jax.tree.leaves(loop.make_optimizer(config().optim).init(p))  # adam has moments
+
+
+def test_adam_epsilon_is_configurable():
+  c = config()
+  c.optim.lr, c.optim.eps = 1.0, 1.0
+  tx = loop.make_optimizer(c.optim)
+  p = {"a": jnp.asarray([0.0])}
+  upd, _ = tx.update({"a": jnp.asarray([1.0])}, tx.init(p), p)
+  # first Adam step: m_hat = g, v_hat = g^2 -> -lr * g / (|g| + eps) = -1 / 2
+  np.testing.assert_allclose(np.asarray(upd["a"]), [-0.5], rtol=1e-6)

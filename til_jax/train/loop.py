@@ -65,7 +65,9 @@ def split_meta(dataset, fraction: float, seed: int):
 def make_optimizer(optim) -> optax.GradientTransformation:
   """OPT_Theta from `config.optim`: Adam (the paper) or plain SGD."""
   name = optim.get("name", "adam")
-  return optax.sgd(float(optim.lr)) if name == "sgd" else optax.adam(float(optim.lr))
+  if name == "sgd":
+    return optax.sgd(float(optim.lr))
+  return optax.adam(float(optim.lr), eps=float(optim.get("eps", 1e-8)))
 
 
 def build(config):
