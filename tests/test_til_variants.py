@@ -86,4 +86,4 @@ def test_adam_epsilon_is_configurable():
   p = {"a": jnp.asarray([0.0])}
   upd, _ = tx.update({"a": jnp.asarray([1.0])}, tx.init(p), p)
   # first Adam step: m_hat = g, v_hat = g^2 -> -lr * g / (|g| + eps) = -1 / 2
-  np.testing.assert_allclose(np.asarray(upd["a"]), [-0.5], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(upd["a"]), [-0.5], rtol=1e-4)  # (eps 1e-8: -1)
