@@ -83,7 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.reduction = "mean"
   c.til.kl_reduction = "mean"  # Eq. 9 KL summed (the paper) or averaged over items
   c.til.first_order = False
-  c.til.hypergrad = "jvp"    # jvp | autodiff: two exact routes to Eq. 14 (til/bilevel.py)
+  c.til.hypergrad = "autodiff"  # autodiff | jvp: two exact routes to Eq. 14 (til/bilevel.py)
 
   # Devices and hosts (til_jax.parallel): the batch is split over a 1-D "data" mesh; results
   # equal one device's within float32 rounding, so these fields may change on resume.

@@ -15,15 +15,15 @@ gradient is pmean'ed, so the lookahead uses the global inner gradient and the hy
 differentiates through that collective. With axis_name None (default) nothing changes.
 
 Two ways to the same exact hypergradient (`settings.hypergrad`):
-  autodiff  jax.grad of J_out(Theta~(Lambda)) straight through the lookahead: reverse over
-            reverse, so the second-order pass scatters cotangents into whole tables.
-  jvp       (default) J_in is linear in w, so with g_out = grad J_out(Theta~) held fixed,
+  autodiff  (default) jax.grad of J_out(Theta~(Lambda)) straight through the lookahead:
+            reverse over reverse.
+  jvp       J_in is linear in w, so with g_out = grad J_out(Theta~) held fixed,
             dJ_out/dw_t = -lr_look * <g_out, d grad_Theta J_in / dw_t>
                         = -lr_look * d/dw_t <grad_Theta J_in(Theta, w), g_out>,
             and <grad_Theta J_in, g_out> is the forward-mode derivative (jax.jvp) of J_in along
             g_out. So jax.grad over Lambda of -lr_look * jvp(J_in)(g_out) gives the exact
-            hypergradient with one reverse pass over the batch's gathered rows, no second-order
-            pass over the tables. Equal to `autodiff` to float64 round-off (tests/test_til.py).
+            hypergradient without a second-order reverse pass. Equal to `autodiff` to float64
+            round-off (tests/test_til.py); on the 2-core CPU it was not faster (benchmarks/).
 The clustering loss (MI) does not depend on Lambda: its value and gradient are computed once per
 step and shared by the lookahead (as a constant shift) and the real update.
 
@@ -65,7 +65,7 @@ class TILSettings:
   first_order: bool = False
   l2: float = 1e-4
   eta_every: int = 1             # recompute eta_u every N steps (1 = exact at every step)
-  hypergrad: str = "jvp"         # jvp | autodiff: two exact routes to Eq. 14 (module docstring)
+  hypergrad: str = "autodiff"    # autodiff | jvp: two exact routes to Eq. 14 (module docstring)
   refresh_every: int = 10        # hard memberships (and T) refreshed every N steps
   kmeans_iters: int = 5          # Lloyd iterations per refresh for multi_kmeans
   axis_name: str | None = None   # mesh axis the batch is split over (None: one device)

@@ -108,7 +108,7 @@ class TIL(BPR):
     c = config.til
     self.settings = bilevel.TILSettings(
         interest=self.INTEREST[name], alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
-        kl_reduction=c.get("kl_reduction", "sum"), hypergrad=c.get("hypergrad", "jvp"),
+        kl_reduction=c.get("kl_reduction", "sum"), hypergrad=c.get("hypergrad", "autodiff"),
         lr_look=float(c.lr_look), activation=c.activation, weight_norm=c.weight_norm,
         clip_max=float(c.clip_max), temperature=float(c.temperature), reduction=c.reduction,
         first_order=bool(c.first_order), l2=self.l2, eta_every=int(c.eta_every),
