@@ -120,21 +120,20 @@ def row(variant: str, seed: int, noise: str, m: dict) -> dict:
 
 
 def weights_of(config_file: str, workdir: str, overrides: dict):
-  """(dataset, users, pos, neg, weights) of a finished TIL cell's best checkpoint."""
+  """(dataset, method, state, consts, users, pos, neg, weights) of a finished TIL cell's
+  best checkpoint."""
+  import importlib
+  import json
+
   from configs.base import set_fields
   from til_jax.train import loop
-  c = __import__("importlib").import_module(
-      config_file[:-3].replace(os.sep, ".")).get_config()
-  set_fields(c, {**common.BUDGETS[a_budget(workdir)], **overrides})
+  c = importlib.import_module(config_file[:-3].replace(os.sep, ".")).get_config()
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    budget = json.load(f).get("budget") or "cpu"
+  set_fields(c, {**common.BUDGETS[budget], **overrides})
   dataset, model, method, state, consts = loop.restore(c, workdir)
   users, pos, neg, w = loop.all_triplet_weights(method, state, dataset, consts)
   return dataset, method, state, consts, users, pos, neg, w
-
-
-def a_budget(workdir: str) -> str:
-  import json
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    return json.load(f).get("budget") or "cpu"
 
 
 def auroc(score, label) -> float:
@@ -214,9 +213,7 @@ def fig4(a) -> None:
     tu.append(users[mine]), ti.append(pos[mine]), tj.append(low_j[pick])
     ri.append(rating_i[mine]), rj.append(low_r[pick])
   tu, ti, tj, ri, rj = (np.concatenate(x) for x in (tu, ti, tj, ri, rj))
-  perm = np.random.default_rng(1).permutation(tu.size)  # random batches (see all_triplet_weights)
-  w = np.empty(tu.size)
-  w[perm] = weights_for(method, state, consts, tu[perm], ti[perm], tj[perm])
+  w = loop.triplet_weights(method, state, consts, tu, ti, tj, seed=1)
   rows = []
   for a_i in (5, 4):
     for a_j in (1, 2, 3):
@@ -240,22 +237,6 @@ def fig4(a) -> None:
     ax.set_title(f"ML-100K weights x100/max ({v})")
     fig.tight_layout()
     fig.savefig(os.path.join(a.root, "fig4.png"), dpi=120)
-  del loop
-
-
-def weights_for(method, state, consts, users, pos, neg, batch_size: int = 4096):
-  import jax
-  import numpy as np
-  fn = jax.jit(method.core.weights)
-  out = []
-  for s in range(0, users.size, batch_size):
-    n = users[s:s + batch_size].size
-    pad = batch_size - n
-    b = {k: np.concatenate([v[s:s + batch_size], np.zeros(pad, np.int32)]).astype(np.int32)
-         for k, v in (("users", users), ("pos", pos), ("neg", neg))}
-    b["mask"] = np.arange(batch_size) < n
-    out.append(np.asarray(fn(state, b, consts))[:n])
-  return np.concatenate(out)
 
 
 def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[dict]]) -> str:

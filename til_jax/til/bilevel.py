@@ -182,9 +182,11 @@ def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSetting
     return value, pmean(grads, ax)
 
   theta_tilde = lookahead(params, weights(gen_params), model, ctx, batch, settings, cluster_grads)
-  value, g_out = jax.value_and_grad(outer_loss)(theta_tilde, model, ctx, batch, ax)
   if settings.first_order:  # the outer gradient at Theta instead of Theta~
+    value = outer_loss(theta_tilde, model, ctx, batch, ax)
     g_out = jax.grad(outer_loss)(params, model, ctx, batch, ax)
+  else:
+    value, g_out = jax.value_and_grad(outer_loss)(theta_tilde, model, ctx, batch, ax)
   g_out = jax.lax.stop_gradient(pmean(g_out, ax))
 
   def objective(gp):

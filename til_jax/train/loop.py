@@ -362,27 +362,31 @@ def restore(config, workdir: str, which: str = "best"):
   return dataset, model, method, restored, consts
 
 
-def all_triplet_weights(method, state, dataset, consts, seed: int = 0, batch_size: int = 4096):
-  """Weights the trained generator gives every training positive with one uniform negative:
-  (users, pos, neg, weights) as NumPy arrays [nnz], in `dataset.train.to_pairs()` order.
+def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
+                    batch_size: int = 4096) -> np.ndarray:
+  """The weights the trained generator gives the triplets (users, pos, neg) [n], in their order.
 
-  The triplets are scored in batches of a random order, so batch-wise post-processing (mean-one,
+  They are scored in batches of a random order, so batch-wise post-processing (mean-one,
   softmax) rescales every batch by about the same constant and weights stay comparable across
   the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
-  users, pos = dataset.train.to_pairs()
-  rng = np.random.default_rng(seed)
-  neg = method.sampler.sample(users, rng)
-  order = rng.permutation(users.size)
+  order = np.random.default_rng(seed).permutation(users.size)
   fn = jax.jit(method.core.weights)
   out = []
   for s in range(0, users.size, batch_size):
     idx = order[s: s + batch_size]
-    n = idx.size
-    pad = batch_size - n
-    b = {k: np.concatenate([v[idx], np.zeros(pad, v.dtype)]) for k, v in
+    pad = batch_size - idx.size
+    b = {k: np.concatenate([v[idx], np.zeros(pad, v.dtype)]).astype(np.int32) for k, v in
          (("users", users), ("pos", pos), ("neg", neg))}
-    b["mask"] = np.arange(batch_size) < n
-    out.append(np.asarray(fn(state, b, consts))[:n])
+    b["mask"] = np.arange(batch_size) < idx.size
+    out.append(np.asarray(fn(state, b, consts))[:idx.size])
   w = np.empty(users.size, np.float32)
   w[order] = np.concatenate(out)
-  return users, pos, neg, w
+  return w
+
+
+def all_triplet_weights(method, state, dataset, consts, seed: int = 0, batch_size: int = 4096):
+  """Weights the trained generator gives every training positive with one uniform negative:
+  (users, pos, neg, weights) as NumPy arrays [nnz], in `dataset.train.to_pairs()` order."""
+  users, pos = dataset.train.to_pairs()
+  neg = method.sampler.sample(users, np.random.default_rng(seed))
+  return users, pos, neg, triplet_weights(method, state, consts, users, pos, neg, seed, batch_size)
