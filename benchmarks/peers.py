@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.run import stats
+from benchmarks.timing import stats
 from til_jax.data.dataset import Dataset
 from til_jax.evaluation import Evaluator, dot_score_fn
 

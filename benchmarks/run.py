@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -28,15 +27,11 @@ import time
 import jax
 import numpy as np
 
+from benchmarks.timing import peak_rss_mb, stats
 from configs import default
 from til_jax.data.dataset import CSR, Dataset
 from til_jax.evaluation import Evaluator
-from til_jax.til import modes
 from til_jax.train import loop
-
-
-def peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def random_dataset(n_users: int, n_items: int, nnz: int, seed: int = 0) -> Dataset:
@@ -51,12 +46,6 @@ def random_dataset(n_users: int, n_items: int, nnz: int, seed: int = 0) -> Datas
   mk = lambda m: CSR.from_pairs(u[m], i[m], n_users, n_items)
   return Dataset("random", n_users, n_items, mk(part < 0.8), mk((part >= 0.8) & (part < 0.9)),
                  mk(part >= 0.9))
-
-
-def stats(name: str, seconds: list[float]) -> dict:
-  ms = np.asarray(seconds) * 1e3
-  return {"name": name, "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-          "p90_ms": float(np.percentile(ms, 90)), "n": len(ms), "peak_rss_mb": peak_rss_mb()}
 
 
 def make_config(suite: str, method: str, backbone: str):
@@ -75,30 +64,21 @@ def make_config(suite: str, method: str, backbone: str):
 
 
 def build_for(config, dataset):
-  """loop.build, but on a given dataset (so one dataset serves every measurement)."""
-
-  from til_jax.models import make_model
-  from til_jax.train.methods import make_method
-  config = modes.resolve(config)
-  model = make_model(config.model, dataset.n_users, dataset.n_items)
-  tx = loop.make_optimizer(config.optim)
-  method = make_method(config.method, model, dataset, tx, config)
-  u, i = dataset.train.to_pairs()
-  consts = {"graph": model.prepare(dataset), "train_users": jax.numpy.asarray(u),
-            "train_items": jax.numpy.asarray(i)}
-  return model, method, tx, consts
+  """loop.build on a given dataset (so one dataset serves every measurement)."""
+  _, model, method, consts = loop.build(config, dataset)
+  return model, method, consts
 
 
 def time_steps(config, dataset, n_steps: int, warmup: int = 3) -> tuple[list[float], object]:
-  model, method, tx, consts = build_for(config, dataset)
-  state = loop.init_state(config, model, method, tx)
+  model, method, consts = build_for(config, dataset)
+  state = loop.init_state(config, model, method)
   state = method.on_epoch_start(state, 0, consts)
   batches = method.epoch_batches(0, np.random.default_rng(0))
   steps = batches["users"].shape[0]
-  step = jax.jit(lambda s, b: method.update(s, b, consts, "main"), donate_argnums=0)
+  step = jax.jit(lambda s, b: method.update(s, b, consts), donate_argnums=0)
   times = []
   for t in range(warmup + n_steps):
-    b = {k: v[t % steps] for k, v in batches.items()}
+    b = jax.tree.map(lambda v, t=t: v[t % steps], batches)
     t0 = time.perf_counter()
     state, m = step(state, b)
     jax.block_until_ready(m)
@@ -109,15 +89,15 @@ def time_steps(config, dataset, n_steps: int, warmup: int = 3) -> tuple[list[flo
 
 def time_epochs(config, dataset, n_epochs: int) -> list[float]:
   """Whole epochs: host sampling + one jit(scan) call, as the training loop runs them."""
-  model, method, tx, consts = build_for(config, dataset)
-  state = loop.init_state(config, model, method, tx)
+  model, method, consts = build_for(config, dataset)
+  state = loop.init_state(config, model, method)
   run_epoch = loop.make_epoch_fn(method)
   times = []
   for e in range(n_epochs + 1):
     t0 = time.perf_counter()
     state = method.on_epoch_start(state, e, consts)
     batches = method.epoch_batches(e, np.random.default_rng(e))
-    state, m = run_epoch(state, batches, consts, method.phase(e))
+    state, m = run_epoch(state, batches, consts)
     jax.block_until_ready(m)
     if e > 0:  # the first epoch compiles
       times.append(time.perf_counter() - t0)

@@ -47,14 +47,11 @@ def main(argv=None):
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
   import numpy as np
-  import optax
 
   from configs import default
   from til_jax import parallel
   from til_jax.data.dataset import CSR, Dataset
-  from til_jax.models import make_model
   from til_jax.train import loop
-  from til_jax.train.methods import make_method
 
   assert jax.device_count() >= args.devices, jax.devices()
   rng = np.random.default_rng(0)
@@ -67,14 +64,10 @@ def main(argv=None):
   c = default.get_config()
   c.method, c.model.dim, c.train.batch_size = args.method, args.dim, args.batch
   c.til.pretrain_epochs = 0
-  model = make_model(c.model, args.users, args.items)
-  tx = optax.adam(float(c.optim.lr))
-  method = make_method(c.method, model, dataset, tx, c)
-  consts = {"graph": model.prepare(dataset), "train_users": jax.numpy.asarray(users),
-            "train_items": jax.numpy.asarray(items)}
-  abstract = jax.eval_shape(lambda: loop.init_state(c, model, method, tx))
+  _, model, method, consts = loop.build(c, dataset)
+  abstract = jax.eval_shape(lambda: loop.init_state(c, model, method))
   batches = method.epoch_batches(0, np.random.default_rng([0, 0]))
-  batches = {k: v[: args.steps] for k, v in batches.items()}
+  batches = jax.tree.map(lambda v: v[: args.steps], batches)
   mesh = parallel.make_mesh(args.devices)
   mb = 1.0 / 2**20
   report = {"items": args.items, "users": args.users, "dim": args.dim, "devices": args.devices,
@@ -86,14 +79,14 @@ def main(argv=None):
     per_dev = sum(x.size * x.dtype.itemsize / (args.devices if not s.is_fully_replicated else 1)
                   for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(sh)))
     target = dp.abstract(abstract)
-    abs_batches = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=dp.batch_sharding)
-                   for k, v in batches.items()}
+    abs_batches = jax.tree.map(lambda v, d=dp: jax.ShapeDtypeStruct(v.shape, v.dtype,
+                                                                    sharding=d.batch_sharding),
+                               batches)
     rep_sh = dp.replicated
     abs_consts = jax.tree.map(lambda x, r=rep_sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=r),
                               consts)
     t0 = time.time()
-    compiled = dp.jitted_epoch(method, abstract).lower(target, abs_batches, abs_consts,
-                                                       method.phase(0)).compile()
+    compiled = dp.jitted_epoch(method, abstract).lower(target, abs_batches, abs_consts).compile()
     mem = compiled.memory_analysis()
     report[name] = {"mode": dp.mode(method), "state_mb": per_dev * mb,
                     "xla_argument_mb": mem.argument_size_in_bytes * mb,
@@ -102,7 +95,7 @@ def main(argv=None):
                     "xla_temp_mb": mem.temp_size_in_bytes * mb,
                     "compile_s": round(time.time() - t0, 1)}
     if shard:
-      state = jax.jit(lambda: loop.init_state(c, model, method, tx), out_shardings=sh)()
+      state = jax.jit(lambda: loop.init_state(c, model, method), out_shardings=sh)()
       live = {}
       for x in jax.tree.leaves(state):
         for s in x.addressable_shards:
@@ -110,10 +103,10 @@ def main(argv=None):
       report[name]["live_state_mb_per_device"] = [round(v * mb, 1) for _, v in sorted(live.items())]
       run = dp.epoch_fn(method)
       mc = dp.put_replicated(consts)
-      state, metrics = run(state, batches, mc, method.phase(0))  # compiles
+      state, metrics = run(state, batches, mc)  # compiles
       jax.block_until_ready(state)
       t0 = time.time()
-      state, metrics = run(state, batches, mc, method.phase(0))
+      state, metrics = run(state, batches, mc)
       jax.block_until_ready(state)
       report[name]["step_s"] = round((time.time() - t0) / args.steps, 3)
       report[name]["loss"] = [float(v) for v in np.asarray(metrics["loss"])]

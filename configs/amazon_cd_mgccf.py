@@ -10,4 +10,4 @@ from configs.base import make
 
 
 def get_config(arg=None):
-  return make("amazon_cd", "mgccf", arg)
+  return make("amazon_cd", "mgccf", arg, **{"model.layers": 1})  # the paper: one propagation layer

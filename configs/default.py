@@ -1,19 +1,54 @@
-"""Shared defaults for every run. Dataset x backbone configs import this and change a few fields.
+"""The one source of defaults for every run: every field, and the budgets. Dataset x backbone
+configs import this and change a few fields; the library's settings (TIL's, the baselines', the
+optimizers') are built from these fields and declare no defaults of their own.
 
 Paper protocol (sec. 5.4): Adam, Xavier init, embedding 64, batch 5000, one negative per
 positive, up to 3000 epochs with early stopping after 100 epochs without a better valid
-Recall@20. `get_config("quick")` is a short CPU budget for smoke runs.
+Recall@20 (the `paper` budget, the default). `get_config("quick")` etc. select another budget.
 """
 
 import ml_collections
 
+# Budgets (`get_config(NAME)`, `--config=FILE:NAME`, the experiments' `--budget=NAME`), recorded
+# in every metrics.json. paper: the paper's protocol (5.4); quick: a smoke run in minutes;
+# cpu: what the 2-core CPU afforded per cell in the first experiments (10 epochs); tiny: tests.
+BUDGETS = {
+    "paper": {"train.epochs": 3000, "train.patience": 100, "eval.every": 10,
+              "til.pretrain_epochs": 500},
+    "quick": {"train.epochs": 100, "train.patience": 30, "eval.every": 10,
+              "til.pretrain_epochs": 20},
+    "cpu": {"train.epochs": 10, "train.patience": 10, "eval.every": 5, "til.pretrain_epochs": 3},
+    "tiny": {"train.epochs": 2, "train.patience": 2, "eval.every": 1, "til.pretrain_epochs": 1,
+             "checkpoint.every": 1},
+}
+
+
+def set_fields(c, overrides: dict) -> None:
+  """Sets dotted fields in place: {"optim.lr": 1e-2} -> c.optim.lr = 1e-2."""
+  for k, v in overrides.items():
+    node = c
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+
+
+def apply_budget(c, name: str) -> None:
+  """Sets the fields of budget `name` (BUDGETS) and records it in `c.budget`."""
+  if name not in BUDGETS:
+    raise ValueError(f"unknown budget {name!r}: {' | '.join(BUDGETS)}")
+  set_fields(c, BUDGETS[name])
+  c.budget = name
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Every field with its default; `arg` names a budget (default: paper)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr
+  # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr, or a
+  # method registered with til_jax.train.methods.register
   c.method = "bpr"
-  c.budget = "paper"         # paper | cpu | quick: recorded in every result file
+  c.budget = "paper"         # recorded in every result file (BUDGETS)
   c.export_embeddings = False
 
   c.data = ml_collections.ConfigDict()
@@ -43,13 +78,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 5000
-  c.train.epochs = 3000
-  c.train.patience = 100
+  c.train.epochs = 0         # epochs, patience, eval.every, til.pretrain_epochs: from the budget
+  c.train.patience = 0
   c.train.meta_to_train = False  # the control of til.outer_batch=valid: the meta part of valid
                                  # (til.meta_fraction, same split) joins the training data
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every = 10
+  c.eval.every = 0
   c.eval.ks = (20,)
   c.eval.metric = "recall@20"
   c.eval.chunk = 256
@@ -66,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.gamma = 1e-4         # Eq. 11 clustering-loss weight (paper grid {1e-4 .. 1e-1})
   c.til.tau = 1.0            # Eq. 7 temperature
   c.til.n_clusters = 60      # K (paper 5.4)
-  c.til.pretrain_epochs = 500  # plain BPR epochs before clustering starts (paper 5.4)
+  c.til.pretrain_epochs = 0  # plain BPR epochs before clustering starts (paper 5.4: 500)
   c.til.warmup_epochs = 0     # plain BPR epochs before any TIL method starts (all interests)
   c.til.refresh_every = 10   # hard memberships refreshed every N steps (paper 5.4)
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
@@ -106,30 +141,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.baselines.pris_warmup_epochs = 1   # uniform sampling first, as the official code
   c.baselines.pris_kmeans_iters = 25
 
-  if arg == "quick":
-    apply_quick(c)
+  apply_budget(c, arg or "paper")
   return c
-
-
-def apply_quick(c) -> None:
-  """A budget that fits a 2-core CPU in minutes: fewer epochs, frequent evaluation."""
-  c.budget = "quick"
-  c.train.epochs = 100
-  c.train.patience = 30
-  c.eval.every = 10
-  c.til.pretrain_epochs = 20
-
-
-# The experiments' `cpu` budget (experiments/common.py BUDGETS, recorded in every result file):
-# what the 2-core CPU affords per cell. The paper's protocol is the default (3000 / 100).
-CPU_BUDGET = {"train.epochs": 10, "train.patience": 10, "eval.every": 5, "til.pretrain_epochs": 3}
-
-
-def apply_cpu(c) -> None:
-  """The `cpu` budget of the experiments (CPU_BUDGET): 10 epochs, evaluation every 5, TIL-MI
-  pre-training 3 epochs."""
-  c.budget = "cpu"
-  c.train.epochs = CPU_BUDGET["train.epochs"]
-  c.train.patience = CPU_BUDGET["train.patience"]
-  c.eval.every = CPU_BUDGET["eval.every"]
-  c.til.pretrain_epochs = CPU_BUDGET["til.pretrain_epochs"]

@@ -10,4 +10,4 @@ from configs.base import make
 
 
 def get_config(arg=None):
-  return make("lastfm", "lightgcn", arg)
+  return make("lastfm", "lightgcn", arg, **{"model.layers": 1})  # the paper: one propagation layer

@@ -17,15 +17,7 @@ import time
 
 from configs import default
 
-# Budgets, recorded in every result file. `paper` is the paper's protocol (5.4); `cpu` is what
-# this project runs on a 2-core CPU (stated in RESULTS.md); `tiny` is for tests.
-BUDGETS = {
-    "paper": {"train.epochs": 3000, "train.patience": 100, "eval.every": 10,
-              "til.pretrain_epochs": 500},
-    "cpu": dict(default.CPU_BUDGET),
-    "tiny": {"train.epochs": 2, "train.patience": 2, "eval.every": 1, "til.pretrain_epochs": 1,
-             "checkpoint.every": 1},
-}
+BUDGETS = default.BUDGETS  # defined once, in configs/default.py
 
 
 def config_path(dataset: str, backbone: str) -> str:

@@ -125,7 +125,7 @@ def weights_of(config_file: str, workdir: str, overrides: dict):
   import importlib
   import json
 
-  from configs.base import set_fields
+  from configs.default import set_fields
   from til_jax.train import loop
   c = importlib.import_module(config_file[:-3].replace(os.sep, ".")).get_config()
   with open(os.path.join(workdir, "metrics.json")) as f:

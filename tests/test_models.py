@@ -7,9 +7,10 @@ import pytest
 
 from til_jax.data.dataset import CSR, Dataset
 from til_jax.models import MF, make_model
-from til_jax.models.lightgcn import LightGCN, rows_matmul, unique_ids
+from til_jax.models.lightgcn import LightGCN
 from til_jax.models.mgccf import MGCCF, cooccurrence_topk
 from til_jax.models.neumf import NeuMF
+from til_jax.models.sparse import rows_matmul, unique_ids
 
 N_USERS, N_ITEMS, DIM = 5, 7, 4
 USERS = np.array([0, 1, 1, 4, 3, 2, 0])

@@ -44,8 +44,8 @@ def run(method, devices, backend="shard_map", shard=False, vma=False, **kw):
                   **{k: v for k, v in kw.items() if k not in base and not k.startswith("baselines.")})
   if base:
     c.baselines = ml_collections.ConfigDict(base)
-  dataset, model, m, tx, consts = loop.build(c)
-  state = loop.init_state(c, model, m, tx)
+  dataset, model, m, consts = loop.build(c)
+  state = loop.init_state(c, model, m)
   init = jax.device_get(state.params)
   state = m.on_epoch_start(state, 0, consts)  # TIL-MI with pretrain_epochs=0: K-means here
   batches = m.epoch_batches(0, np.random.default_rng([0, 0]))

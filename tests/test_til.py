@@ -6,11 +6,18 @@ import numpy as np
 import optax
 import pytest
 
+from configs import default
 from til_jax.models import MF
 from til_jax.til import bilevel, clustering, states
 from til_jax.til.weight_generator import postprocess
 
 N_USERS, N_ITEMS, DIM, B = 5, 7, 4, 6
+
+
+def make_settings(interest="uni", **overrides) -> bilevel.TILSettings:
+  """The default config's TIL settings (configs/default.py), with `overrides`."""
+  return bilevel.TILSettings.from_config(default.get_config(), interest, steps_per_epoch=1,
+                                         **overrides)
 
 
 def fixture(seed=0, interest="uni", lr_look=0.5, first_order=False, weight_norm="none"):
@@ -21,12 +28,12 @@ def fixture(seed=0, interest="uni", lr_look=0.5, first_order=False, weight_norm=
   batch = {"users": jnp.asarray(rng.integers(0, N_USERS, B)),
            "pos": jnp.asarray(rng.integers(0, N_ITEMS, B)),
            "neg": jnp.asarray(rng.integers(0, N_ITEMS, B)),
-           "mask": jnp.ones(B, bool),
-           "o_users": jnp.asarray(rng.integers(0, N_USERS, B)),
-           "o_pos": jnp.asarray(rng.integers(0, N_ITEMS, B)),
-           "o_neg": jnp.asarray(rng.integers(0, N_ITEMS, B))}
-  settings = bilevel.TILSettings(interest=interest, lr_look=lr_look, l2=0.0,
-                                 first_order=first_order, weight_norm=weight_norm)
+           "mask": jnp.ones(B, bool)}
+  batch["outer"] = {"users": jnp.asarray(rng.integers(0, N_USERS, B)),
+                    "pos": jnp.asarray(rng.integers(0, N_ITEMS, B)),
+                    "neg": jnp.asarray(rng.integers(0, N_ITEMS, B)), "mask": jnp.ones(B, bool)}
+  settings = make_settings(interest=interest, lr_look=lr_look, l2=0.0, first_order=first_order,
+                           weight_norm=weight_norm)
   ctx = {"graph": {}, "eta": jnp.asarray(rng.normal(size=(N_USERS, DIM)))}
   gen_params = jax.tree.map(lambda x: jnp.asarray(x, float),
                             bilevel.init_generator(jax.random.key(seed), model))
@@ -90,7 +97,7 @@ def test_hypergradient_matches_closed_form_and_finite_differences():
     # 1. w.r.t. the weights themselves, against the closed form in NumPy.
     def j_of_w(w):
       return bilevel.outer_loss(bilevel.lookahead(params, w, model, ctx, batch, settings), model,
-                                ctx, batch)
+                                ctx, batch["outer"])
     w0 = bilevel.triplet_weights(model, gen_params, s, batch["mask"], settings)
     g_w = np.asarray(jax.grad(j_of_w)(w0))
     U, I = np.asarray(params["model"]["user"]), np.asarray(params["model"]["item"])
@@ -98,7 +105,7 @@ def test_hypergradient_matches_closed_form_and_finite_differences():
     # Theta~ in NumPy, then grad J_out(Theta~) (outer mean BPR).
     Ut = U - settings.lr_look * sum(np.asarray(w0)[t] * per[t][0] for t in range(B)) / B
     It = I - settings.lr_look * sum(np.asarray(w0)[t] * per[t][1] for t in range(B)) / B
-    outer = numpy_bpr_grads(Ut, It, *(np.asarray(batch[k]) for k in ("o_users", "o_pos", "o_neg")))
+    outer = numpy_bpr_grads(Ut, It, *(np.asarray(batch["outer"][k]) for k in ("users", "pos", "neg")))
     gU = sum(o[0] for o in outer) / B
     gI = sum(o[1] for o in outer) / B
     closed = np.array([-settings.lr_look / B * (np.sum(gU * per[t][0]) + np.sum(gI * per[t][1]))
@@ -106,12 +113,13 @@ def test_hypergradient_matches_closed_form_and_finite_differences():
     np.testing.assert_allclose(g_w, closed, rtol=1e-8, atol=1e-12)
 
     # 2. w.r.t. Lambda, against central finite differences.
-    _, g_gen = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, settings)
+    _, g_gen = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, batch["outer"], settings)
     flat, unravel = jax.flatten_util.ravel_pytree(gen_params)
     g_flat = np.asarray(jax.flatten_util.ravel_pytree(g_gen)[0])
 
     def f(vec):
-      return float(bilevel.hypergradient(unravel(vec), params, s, model, ctx, batch, settings)[0])
+      return float(bilevel.hypergradient(unravel(vec), params, s, model, ctx, batch, batch["outer"],
+                                         settings)[0])
     eps = 1e-6
     idx = np.random.default_rng(0).choice(flat.size, 12, replace=False)
     for k in idx:
@@ -139,8 +147,9 @@ def test_jvp_hypergradient_equals_autodiff(interest, first_order, norm):
     s = bilevel.triplet_state(model, params, ctx, batch, settings)
     settings = bilevel.TILSettings(**{**settings.__dict__, "hypergrad": "jvp"})
     dense = bilevel.TILSettings(**{**settings.__dict__, "hypergrad": "autodiff"})
-    v_local, g_local = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, settings)
-    v_dense, g_dense = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, dense)
+    outer = batch["outer"]
+    v_local, g_local = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, outer, settings)
+    v_dense, g_dense = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, outer, dense)
     if not first_order:  # (first order: autodiff reports the linearised value)
       np.testing.assert_allclose(float(v_local), float(v_dense), rtol=1e-12)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(g_local)[0],
@@ -149,7 +158,7 @@ def test_jvp_hypergradient_equals_autodiff(interest, first_order, norm):
     # And one whole step (real update included) is the same either way.
     tx = optax.adam(1e-2)
     outs = [bilevel.til_update(params, tx.init(params), gen_params, tx.init(gen_params), model, ctx,
-                               batch, tx, tx, st) for st in (settings, dense)]
+                               batch, batch["outer"], tx, tx, st) for st in (settings, dense)]
     for a, b in zip(jax.tree.leaves(outs[0][:3]), jax.tree.leaves(outs[1][:3])):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-9)  # Adam on ~0
 
@@ -158,9 +167,9 @@ def test_first_order_drops_a_term():
   with jax.enable_x64(True):
     model, params, batch, settings, ctx, gen_params = fixture(lr_look=2.0)
     s = bilevel.triplet_state(model, params, ctx, batch, settings)
-    _, exact = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, settings)
+    _, exact = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, batch["outer"], settings)
     fo_settings = bilevel.TILSettings(**{**settings.__dict__, "first_order": True})
-    _, approx = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, fo_settings)
+    _, approx = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, batch["outer"], fo_settings)
     e = jax.flatten_util.ravel_pytree(exact)[0]
     a = jax.flatten_util.ravel_pytree(approx)[0]
     assert float(jnp.linalg.norm(e - a)) > 1e-6 * float(jnp.linalg.norm(e))
@@ -168,9 +177,9 @@ def test_first_order_drops_a_term():
     small = bilevel.TILSettings(**{**settings.__dict__, "lr_look": 1e-4})
     small_fo = bilevel.TILSettings(**{**small.__dict__, "first_order": True})
     e2 = jax.flatten_util.ravel_pytree(bilevel.hypergradient(gen_params, params, s, model, ctx,
-                                                             batch, small)[1])[0]
+                                                             batch, batch["outer"], small)[1])[0]
     a2 = jax.flatten_util.ravel_pytree(bilevel.hypergradient(gen_params, params, s, model, ctx,
-                                                             batch, small_fo)[1])[0]
+                                                             batch, batch["outer"], small_fo)[1])[0]
     assert float(jnp.linalg.norm(e2 - a2)) < 1e-3 * float(jnp.linalg.norm(e2))
 
 
@@ -244,12 +253,17 @@ def test_til_update_changes_generator_and_model():
   gen_params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gen_params)
   tx, gtx = optax.adam(1e-2), optax.adam(1e-2)
   out = bilevel.til_update(params, tx.init(params), gen_params, gtx.init(gen_params), model, ctx,
-                           batch, tx, gtx, settings)
+                           batch, batch["outer"], tx, gtx, settings)
   new_params, _, new_gen, _, metrics = out
   assert not np.allclose(np.asarray(new_params["model"]["user"]), np.asarray(params["model"]["user"]))
   old_b, new_b = gen_params["params"]["W2"]["bias"], new_gen["params"]["W2"]["bias"]
   assert not np.allclose(np.asarray(new_b), np.asarray(old_b))
-  assert np.isfinite(float(metrics["loss"])) and 0 < float(metrics["w_mean"]) < 1
+  # The reported weights are those of the updated generator (Eq. 3 on the same state).
+  s = bilevel.triplet_state(model, params, ctx, batch, settings)
+  w_new = np.asarray(bilevel.triplet_weights(model, new_gen, s, batch["mask"], settings))
+  np.testing.assert_allclose(float(metrics["w_mean"]), w_new.mean(), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["w_std"]), w_new.std(), rtol=1e-4)
+  assert np.isfinite(float(metrics["loss"]))
 
 
 def _tiny_til(tmp_path, method, epochs, **kw):
@@ -260,29 +274,43 @@ def _tiny_til(tmp_path, method, epochs, **kw):
 
 
 def test_memberships_refresh_on_schedule_and_resume_restores_clusters(tmp_path):
+  """TIL's update owns the schedule: plain BPR for the pre-training epoch, K-means at the first
+  bilevel step, then memberships and T refreshed at global steps that are multiples of
+  refresh_every, nothing asked of the caller."""
   from til_jax.train import loop
   cfg = _tiny_til(tmp_path, "til_mi", epochs=4, **{"til.refresh_every": 3, "til.pretrain_epochs": 1})
-  dataset, model, method, tx, consts = loop.build(cfg)
-  state = loop.init_state(cfg, model, method, tx)
-  state = method.on_epoch_start(state, 1, consts)
-  assert bool(state.aux["ready"])
-  items = model.represent(state.params["model"], {})[1]
-  np.testing.assert_array_equal(np.asarray(state.aux["membership"]),
-                                np.asarray(clustering.hard_membership(items, state.params["centres"])))
+  dataset, model, method, consts = loop.build(cfg)
+  state = loop.init_state(cfg, model, method)
+  step = jax.jit(lambda s, b: method.update(s, b, consts))
+  pre = method.epoch_batches(0, np.random.default_rng(0))
+  n = pre["users"].shape[0]
+  assert method.core.settings.pretrain_steps == n
+  for t in range(n):
+    state, m = step(state, jax.tree.map(lambda v, t=t: v[t], pre))
+    assert np.isnan(float(m["w_mean"])) and not bool(state.aux["ready"])
+  expected = method.core.init_clusters(state, consts)  # what the first bilevel step must do
   batches = method.epoch_batches(1, np.random.default_rng(0))
-  step = jax.jit(lambda s, b: method.update(s, b, consts, "main"))
   seen = []
   for t in range(batches["users"].shape[0]):
     before = np.asarray(state.aux["target"]).copy()
-    state, _ = step(state, {k: v[t] for k, v in batches.items()})
-    seen.append(not np.array_equal(before, np.asarray(state.aux["target"])))
-  # T changes only at steps whose global index is a multiple of refresh_every (0, 3, ...).
-  assert seen == [(t % 3 == 0) for t in range(len(seen))]
+    state, m = step(state, jax.tree.map(lambda v, t=t: v[t], batches))
+    assert np.isfinite(float(m["w_mean"]))
+    if t == 0:
+      assert bool(state.aux["ready"])
+      np.testing.assert_array_equal(np.asarray(state.aux["membership"]),
+                                    np.asarray(expected.aux["membership"]))
+      np.testing.assert_allclose(np.asarray(state.aux["target"]),
+                                 np.asarray(expected.aux["target"]), rtol=1e-6)
+    else:
+      seen.append(not np.array_equal(before, np.asarray(state.aux["target"])))
+  # T changes only at steps whose global index is a multiple of refresh_every.
+  assert seen == [((n + t) % 3 == 0) for t in range(1, len(seen) + 1)]
+  assert any(seen)
   # A run resumed from a checkpoint restores centres, memberships and T.
   from til_jax.train.checkpoint import Checkpointer, abstract_like
   ck = Checkpointer(str(tmp_path / "ck"))
   ck.save(1, state, {"epoch": 1})
-  restored, _ = ck.restore_latest(abstract_like(loop.init_state(cfg, model, method, tx)))
+  restored, _ = ck.restore_latest(abstract_like(loop.init_state(cfg, model, method)))
   ck.close()
   for a, b in ((restored.params["centres"], state.params["centres"]),
                (restored.aux["membership"], state.aux["membership"]),

@@ -56,8 +56,8 @@ def test_eta_once_per_epoch_is_exact_at_the_epoch_start():
   c = config()
   c.method = "til_ui"
   assert c.til.eta_every == 0
-  dataset, model, method, tx, consts = loop.build(c)
-  state = loop.init_state(c, model, method, tx)
+  dataset, model, method, consts = loop.build(c)
+  state = loop.init_state(c, model, method)
   state = method.on_epoch_start(state, 0, consts)
   users, items = dataset.train.to_pairs()
   item_repr = np.asarray(model.represent(state.params["model"], consts["graph"])[1])

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from configs.base import set_fields
+from configs.default import set_fields
 from til_jax import objectives
+from til_jax.bpr import bpr_objective
 from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.models import MF
 from til_jax.train import loop
-from til_jax.train.methods import bpr_objective
 
 from .fixtures import write_split
 
@@ -181,13 +181,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
   data = write_split(str(tmp_path / "data"))
   work = str(tmp_path / "w")
   loop.train_and_evaluate(tiny_config(data, epochs=2), work)
-  from til_jax.train import methods
-  good_update = methods.BPR.update
+  from til_jax.bpr import BPR
+  good_update = BPR.update
 
-  def poisoned(self, state, batch, consts, phase):
-    state, m = good_update(self, state, batch, consts, phase)
+  def poisoned(self, state, batch, consts):
+    state, m = good_update(self, state, batch, consts)
     return state, {**m, "loss": jnp.where(state.step > 10, jnp.nan, m["loss"])}
-  monkeypatch.setattr(methods.BPR, "update", poisoned)
+  monkeypatch.setattr(BPR, "update", poisoned)
   with pytest.raises(NonFiniteError, match=r"non-finite loss or gradient at epoch 3"):
     loop.train_and_evaluate(tiny_config(data, epochs=4), work)
   steps = sorted(int(x) for x in os.listdir(os.path.join(work, "checkpoints")) if x.isdigit())

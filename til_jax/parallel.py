@@ -1,4 +1,4 @@
-"""Data-parallel training over devices and hosts (STYLE.md 7).
+"""Data-parallel training over devices and hosts.
 
 One 1-D `jax.sharding.Mesh` with axis name "data" over `config.parallel.num_devices` devices of
 every process (0 = all of them). An epoch's batch [steps, B] is split along B over the mesh;
@@ -39,7 +39,6 @@ the slices of its own devices (`put_batches`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 
@@ -230,8 +229,8 @@ class DataParallel:
     sh = self.batch_sharding
     if jax.process_count() == 1:
       return jax.device_put(batches, sh)
-    return {k: jax.make_array_from_callback(v.shape, sh, lambda idx, v=v: v[idx])
-            for k, v in batches.items()}
+    return jax.tree.map(lambda v: jax.make_array_from_callback(v.shape, sh, lambda idx: v[idx]),
+                        batches)
 
   def abstract(self, state):
     """The restore target for Orbax: shapes, dtypes and this run's shardings."""
@@ -245,49 +244,44 @@ class DataParallel:
     return self.backend
 
   def epoch_fn(self, method):
-    """run_epoch(state, batches, consts, phase) -> (state, metrics [steps] per name).
+    """run_epoch(state, batches, consts) -> (state, metrics [steps] per name).
 
     state: from `put_state` (donated); batches: host arrays [steps, B] (split here); consts:
-    from `put_replicated`; phase: static."""
+    from `put_replicated`."""
     if self.mode(method) == "pmap":  # one process (from_config refuses several)
       pmapped = jax.pmap(self._per_device(method), axis_name=AXIS, in_axes=(None, 1, None),
-                         out_axes=None, static_broadcasted_argnums=3, donate_argnums=0,
-                         devices=list(self.mesh.devices.flat))
+                         out_axes=None, donate_argnums=0, devices=list(self.mesh.devices.flat))
 
-      def run_pmap(state, batches, consts, phase):
+      def run_pmap(state, batches, consts):
         # [steps, B] -> [steps, n_devices, B / n]: pmap maps axis 1, device d gets slice d
-        split = {k: v.reshape(v.shape[0], self.size, -1, *v.shape[2:]) for k, v in batches.items()}
-        return pmapped(state, split, consts, phase)
+        split = jax.tree.map(lambda v: v.reshape(v.shape[0], self.size, -1, *v.shape[2:]), batches)
+        return pmapped(state, split, consts)
       return run_pmap
     cache = {}
 
-    def run(state, batches, consts, phase):
+    def run(state, batches, consts):
       if "fn" not in cache:
         cache["fn"] = self.jitted_epoch(method, state)
-      return cache["fn"](state, self.put_batches(batches), consts, phase)
+      return cache["fn"](state, self.put_batches(batches), consts)
     return run
 
   def _per_device(self, method):
     m = method.with_axis_name(AXIS)
 
-    def per_device(state, batches, consts, phase):
-      return jax.lax.scan(lambda s, b: m.update(s, b, consts, phase), state, batches)
+    def per_device(state, batches, consts):
+      return jax.lax.scan(lambda s, b: m.update(s, b, consts), state, batches)
     return per_device
 
   def jitted_epoch(self, method, state):
-    """The jit-compiled epoch for modes "shard_map" and "jit": f(state, batches, consts, phase)
-    with batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs) fixes the
+    """The jit-compiled epoch for modes "shard_map" and "jit": f(state, batches, consts) with
+    batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs) fixes the
     output shardings. `.lower(...)` it for XLA's memory analysis."""
     out_sh = (self.state_shardings(state), self.replicated)
     if self.mode(method) == "jit":
-      def scan(state, batches, consts, phase):
-        return jax.lax.scan(lambda s, b: method.update(s, b, consts, phase), state, batches)
-      return jax.jit(scan, static_argnums=3, donate_argnums=0, out_shardings=out_sh)
-    per_device = self._per_device(method)
-
-    def run(state, batches, consts, phase):
-      fn = jax.shard_map(functools.partial(per_device, phase=phase), mesh=self.mesh,
-                         in_specs=(P(), P(None, AXIS), P()), out_specs=(P(), P()),
-                         check_vma=self.check_vma)
-      return fn(state, batches, consts)
-    return jax.jit(run, static_argnums=3, donate_argnums=0, out_shardings=out_sh)
+      def scan(state, batches, consts):
+        return jax.lax.scan(lambda s, b: method.update(s, b, consts), state, batches)
+      return jax.jit(scan, donate_argnums=0, out_shardings=out_sh)
+    fn = jax.shard_map(self._per_device(method), mesh=self.mesh,
+                       in_specs=(P(), P(None, AXIS), P()), out_specs=(P(), P()),
+                       check_vma=self.check_vma)
+    return jax.jit(fn, donate_argnums=0, out_shardings=out_sh)

@@ -5,10 +5,10 @@
   re-weighting:       tce, rce (pointwise BCE with one sampled negative per positive),
                       tce_bpr, rce_bpr (the same two ideas on the BPR loss of a triplet)
 
-Hyper-parameters come from `config.baselines` (fields and defaults in `DEFAULTS`; a missing
-section or field falls back to the default). Every method works with any backbone through the
-generic interface: scores from `triplet_repr` + `pair_score`, L2 from `l2`, and the host-side
-samplers read the current `represent` output in `on_epoch_start`.
+Hyper-parameters come from `config.baselines` (their defaults are in configs/default.py). Every
+method works with any backbone through the generic interface: scores from `triplet_repr` +
+`pair_score`, L2 from `l2`, and the host-side samplers read the current `represent` output in
+`on_epoch_start`.
 """
 
 from __future__ import annotations
@@ -21,32 +21,23 @@ import numpy as np
 
 from til_jax import objectives
 from til_jax.baselines import samplers
+from til_jax.bpr import BPR, apply_grads
 from til_jax.errors import ConfigError
+from til_jax.models.base import triplet_scores
+from til_jax.registry import METHODS
 from til_jax.til import clustering
-from til_jax.til.bilevel import batch_scores
-from til_jax.train.methods import BPR, apply_grads
 
-DEFAULTS = {
-    "drop_rate": 0.2,          # T-CE / TCE-BPR: eps_max (Wang et al. 2021 code default)
-    "num_gradual": 30000,      # T-CE / TCE-BPR: steps to reach eps_max (code default)
-    "beta": 0.25,              # R-CE / RCE-BPR: weight exponent (paper grid {0.05,0.1,0.25,0.5,1})
-    "wbpr_exponent": 1.0,      # WBPR: p(j) ~ pop_j^exponent (Gantner et al. 2012: 1)
-    "aobpr_lambda": 0.05,      # AOBPR: lambda of p(r) ~ exp(-r/lambda), as a fraction of |I|
-    "pris_clusters": 100,      # PRIS: K-means clusters (official code default 100)
-    "pris_negatives": 5,       # PRIS: L sampled negatives per positive (official default 5)
-    "pris_warmup_epochs": 1,   # PRIS: epochs of uniform sampling before the cluster sampler
-    "pris_kmeans_iters": 25,   # PRIS: Lloyd iterations of the per-epoch K-means (k-means++ init)
-}
+FIELDS = ("drop_rate", "num_gradual", "beta", "wbpr_exponent", "aobpr_lambda", "pris_clusters",
+          "pris_negatives", "pris_warmup_epochs", "pris_kmeans_iters")
 
 
 def settings(config) -> dict:
-  """`config.baselines` over `DEFAULTS`; raises ConfigError on an unknown field or a bad value."""
-  given = dict(config.get("baselines", None) or {})
-  unknown = sorted(set(given) - set(DEFAULTS))
-  if unknown:
-    raise ConfigError(f"config.baselines.{unknown[0]}: unknown field; fields: "
-                      f"{', '.join(sorted(DEFAULTS))}")
-  s = {**DEFAULTS, **given}
+  """`config.baselines` as a dict; raises ConfigError on a missing field or a bad value."""
+  given = dict(config.baselines)
+  missing = [f for f in FIELDS if f not in given]
+  if missing:
+    raise ConfigError(f"config.baselines.{missing[0]}: missing (configs/default.py has every field)")
+  s = {f: given[f] for f in FIELDS}
   if not 0.0 <= float(s["drop_rate"]) < 1.0:
     raise ConfigError(f"config.baselines.drop_rate: must be in [0, 1), got {s['drop_rate']!r}")
   for f in ("num_gradual", "pris_clusters", "pris_negatives", "pris_kmeans_iters"):
@@ -77,12 +68,12 @@ class _Baseline(BPR):
     """(loss [], extra metrics dict of []) from scores [B], [B]."""
     return objectives.bpr_loss(pos_s, neg_s, batch["mask"]), {}
 
-  def update(self, state, batch, consts, phase: str):
+  def update(self, state, batch, consts):
     model, graph = self.model, consts["graph"]
 
     def objective(params):
       mp = params["model"]
-      pos_s, neg_s = batch_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
+      pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
       loss, extra = self.batch_loss(pos_s, neg_s, batch, state.step)
       return loss + self.l2 * model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"]), extra
 
@@ -90,6 +81,7 @@ class _Baseline(BPR):
     return apply_grads(state, self.tx, loss, grads, **extra)
 
 
+@METHODS.register("wbpr")
 class WBPR(_Baseline):
   """WBPR (Gantner et al. 2012): BPR with popularity-proportional negatives."""
 
@@ -100,6 +92,7 @@ class WBPR(_Baseline):
     self.sampler = samplers.PopularityNegativeSampler(dataset.train, float(self.s["wbpr_exponent"]))
 
 
+@METHODS.register("aobpr")
 class AOBPR(_Baseline):
   """AOBPR (Rendle & Freudenthaler 2014): BPR with adaptive oversampling of negatives; the
   per-factor rankings are refreshed from the current representations at every epoch start."""
@@ -121,6 +114,7 @@ def _kmeans(key, items, k: int, iters: int):
   return centres, clustering.hard_membership(items, centres)
 
 
+@METHODS.register("pris")
 class PRIS(_Baseline):
   """PRIS (Lian et al. 2020): L negatives per positive from the cluster proposal Q(j | u),
   rebuilt every epoch (K-means on the current item representations), and the loss
@@ -150,7 +144,7 @@ class PRIS(_Baseline):
     return shuffle_batches({"users": users, "pos": items, "neg": neg, "log_q": log_q}, rng,
                            self.batch_size)
 
-  def update(self, state, batch, consts, phase: str):
+  def update(self, state, batch, consts):
     model, graph = self.model, consts["graph"]
     b, n_neg = batch["neg"].shape
     users = jnp.repeat(batch["users"], n_neg)
@@ -159,7 +153,7 @@ class PRIS(_Baseline):
 
     def objective(params):
       mp = params["model"]
-      pos_s, neg_s = batch_scores(model, mp, graph, users, pos, neg)
+      pos_s, neg_s = triplet_scores(model, mp, graph, users, pos, neg)
       pos_s, neg_s = pos_s.reshape(b, n_neg)[:, 0], neg_s.reshape(b, n_neg)
       loss = objectives.pris_loss(pos_s, neg_s, batch["log_q"], batch["mask"])
       w = objectives.pris_weights(neg_s, batch["log_q"])
@@ -192,6 +186,7 @@ def shuffle_batches(arrays: dict, rng: np.random.Generator, batch_size: int) -> 
   return out
 
 
+@METHODS.register("tce")
 class TCE(_Baseline):
   """T-CE (Wang et al. 2021): pointwise BCE, positives label 1 and one sampled negative label 0;
   the largest-loss positives are dropped at rate eps(t) = eps_max * min(1, t / (num_gradual - 1))."""
@@ -206,6 +201,7 @@ class TCE(_Baseline):
     return objectives.tce_loss(pos_s, neg_s, rate, batch["mask"]), {"drop_rate": rate}
 
 
+@METHODS.register("rce")
 class RCE(_Baseline):
   """R-CE (Wang et al. 2021): pointwise BCE weighted by sigmoid(y)^beta (positives) or
   (1 - sigmoid(y))^beta (negatives), weights held constant."""
@@ -219,6 +215,7 @@ class RCE(_Baseline):
     return objectives.rce_loss(pos_s, neg_s, beta, batch["mask"]), _weight_stats(w, m)
 
 
+@METHODS.register("tce_bpr")
 class TCEBPR(TCE):
   """TCE-BPR: T-CE's truncation on the BPR loss of each triplet (every triplet at risk)."""
 
@@ -229,6 +226,7 @@ class TCEBPR(TCE):
     return objectives.tce_bpr_loss(pos_s, neg_s, rate, batch["mask"]), {"drop_rate": rate}
 
 
+@METHODS.register("rce_bpr")
 class RCEBPR(_Baseline):
   """RCE-BPR: BPR of each triplet weighted by sigmoid(y_ui - y_uj)^beta, held constant."""
 
@@ -244,5 +242,3 @@ def _weight_stats(w, mask) -> dict:
   mean = objectives.masked_mean(w, mask)
   return {"w_mean": mean, "w_std": jnp.sqrt(objectives.masked_mean((w - mean) ** 2, mask))}
 
-
-METHODS = {cls.name: cls for cls in (AOBPR, WBPR, PRIS, TCE, RCE, TCEBPR, RCEBPR)}

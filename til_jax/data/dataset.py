@@ -170,3 +170,17 @@ class Dataset:
     for v in self.extras.values():
       if isinstance(v, CSR):
         v.check()
+
+
+def split_meta(dataset, fraction: float, seed: int):
+  """Splits valid per user into a meta part (for a validation outer loss) and a selection part
+  (for early stopping and model selection), so the data that trains Lambda never selects the
+  model. Test is untouched. Returns the dataset with valid = selection part, extras["meta"]."""
+  users, items = dataset.valid.to_pairs()
+  rng = np.random.default_rng([seed, 7_777])
+  meta = rng.random(users.size) < fraction
+
+  def mk(m):
+    return CSR.from_pairs(users[m], items[m], dataset.n_users, dataset.n_items)
+  return dataset.replace(valid=mk(~meta), extras={**dataset.extras, "meta": mk(meta),
+                                                  "valid_full": dataset.valid})

@@ -1,37 +1,27 @@
-"""Backbones behind one interface (see `til_jax.models.base`)."""
+"""Backbones behind one interface (`til_jax.models.base.Backbone`), registered by name.
+
+`register(name, cls)` (or `@register(name)`) adds a backbone; `make_model` builds the one named
+by `config.model.name` with the other `config.model` fields as its dataclass fields.
+"""
+
+import dataclasses
 
 from til_jax.errors import ConfigError
 from til_jax.models.base import Backbone
+from til_jax.models.lightgcn import LightGCN
 from til_jax.models.mf import MF
+from til_jax.models.mgccf import MGCCF
+from til_jax.models.neumf import NeuMF
+from til_jax.registry import BACKBONES
 
-REGISTRY: dict[str, type] = {"mf": MF}
-
-
-def register(name: str, cls: type) -> None:
-  REGISTRY[name] = cls
-
-
-def _load_optional():
-  # Graph/MLP backbones live in their own modules; import lazily so a missing one is a clear error.
-  for name, mod, cls in (("neumf", "neumf", "NeuMF"), ("lightgcn", "lightgcn", "LightGCN"),
-                         ("mgccf", "mgccf", "MGCCF")):
-    if name not in REGISTRY:
-      try:
-        module = __import__(f"til_jax.models.{mod}", fromlist=[cls])
-        REGISTRY[name] = getattr(module, cls)
-      except ImportError:
-        pass
+register = BACKBONES.register
 
 
 def make_model(model_cfg, n_users: int, n_items: int) -> Backbone:
-  """The backbone named by `config.model.name`, built with the config's fields."""
-  _load_optional()
+  """The backbone named by `config.model.name`, built with the config's other fields."""
   name = model_cfg.name
-  if name not in REGISTRY:
-    raise ConfigError(f"config.model.name: unknown backbone {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
+  cls = BACKBONES.get(name)
   kwargs = {k: v for k, v in dict(model_cfg).items() if k != "name"}
-  cls = REGISTRY[name]
-  import dataclasses
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
@@ -42,4 +32,4 @@ def make_model(model_cfg, n_users: int, n_items: int) -> Backbone:
   return cls(n_users=n_users, n_items=n_items, **kwargs)
 
 
-__all__ = ["Backbone", "MF", "make_model", "register", "REGISTRY"]
+__all__ = ["BACKBONES", "Backbone", "LightGCN", "MF", "MGCCF", "NeuMF", "make_model", "register"]

@@ -74,3 +74,9 @@ class Backbone:
   @property
   def repr_dim(self) -> int:
     return self.dim
+
+
+def triplet_scores(model, params, graph, users, pos, neg) -> tuple[jax.Array, jax.Array]:
+  """(y_ui [B], y_uj [B]): the scores of a batch of triplets through `model`'s interface."""
+  u, i, j = model.triplet_repr(params, graph, users, pos, neg)
+  return model.pair_score(params, u, i), model.pair_score(params, u, j)

@@ -7,8 +7,10 @@ import dataclasses
 import jax
 
 from til_jax.models.base import Backbone, xavier
+from til_jax.registry import BACKBONES
 
 
+@BACKBONES.register("mf")
 @dataclasses.dataclass(frozen=True)
 class MF(Backbone):
   name = "mf"

@@ -54,7 +54,8 @@ import numpy as np
 
 from til_jax.data.dataset import CSR
 from til_jax.models.base import Backbone, xavier
-from til_jax.models.lightgcn import bipartite_operators, op_matmul, op_rows, sparse_operator, unique_ids
+from til_jax.models.sparse import bipartite_operators, op_matmul, op_rows, sparse_operator, unique_ids
+from til_jax.registry import BACKBONES
 
 COOC_BLOCK_PAIRS = 4_000_000  # co-occurrence pairs enumerated per block (memory bound, ~50 MB)
 
@@ -135,6 +136,7 @@ def cooccurrence_topk(m: CSR, k: int, measure: str = "cosine",
 # The backbone
 # ----------------------------------------------------------------------------------------------
 
+@BACKBONES.register("mgccf")
 @dataclasses.dataclass(frozen=True)
 class MGCCF(Backbone):
   """Multi-GCCF (see the module docstring for the equations and every choice made).

@@ -39,10 +39,12 @@ import jax
 import jax.numpy as jnp
 
 from til_jax.models.base import Backbone, rows_sq, xavier
+from til_jax.registry import BACKBONES
 
 PAIR_BUDGET = 1 << 19  # floats of one [users, items, hidden] tile in full_scores (2 MiB)
 
 
+@BACKBONES.register("neumf")
 @dataclasses.dataclass(frozen=True)
 class NeuMF(Backbone):
   """NeuMF with GMF and MLP embeddings of size `dim` and MLP hidden sizes `mlp_layers`."""

@@ -1,16 +1,36 @@
-"""TIL for any backbone, as pure functions: the public API for other JAX pipelines.
+"""TIL as an optax-style pair over an explicit state: the public API for other JAX pipelines.
 
-    from til_jax.til import api
-    til = api.TIL(model, api.TILSettings(interest="uni"), optax.adam(1e-3), optax.adam(1e-3))
-    state = til.init(jax.random.key(0))
-    consts = til.consts(train_users, train_items)            # the training pairs, sorted by user
-    step = jax.jit(til.step)
-    state = til.refresh_eta(state, consts)                   # eta_u, e.g. once per epoch
-    state, metrics = step(state, batch, consts)              # batch: users/pos/neg/mask + o_*
+    from configs import default
+    from til_jax.state import make_consts
+    from til_jax.til.api import TIL
+
+    config = default.get_config()                 # the one source of every default
+    config.method = "til_mi"
+    til = TIL.from_config(config, model, steps_per_epoch=len(train_users) // 5000 + 1)
+    state = til.init(jax.random.key(0))           # TrainState: params, both optax states, aux
+    consts = make_consts(train_users, train_items)   # the training pairs, sorted by user
+    update = jax.jit(til.update)
+    for batch in batches:                         # users/pos/neg/mask [B], "outer": the same keys
+      state, metrics = update(state, batch, consts)
+
+`update` owns every schedule, on the step counter in `state` (so a resumed state continues it):
+  * pre-training: plain BPR for `settings.pretrain_steps` steps (TIL-MI / TIL-MIK: the paper's
+    500 epochs; `til.warmup_epochs` for every interest);
+  * the first bilevel step of TIL-MI / TIL-MIK: K-means (k-means++ seeding, the key kept in the
+    state) on the item representations: centres, memberships, target T;
+  * eta_u (Eq. 4) recomputed exactly every `eta_every` steps of the bilevel phase, or once per
+    epoch (every `steps_per_epoch` steps) when `eta_every` is 0;
+  * hard memberships, T (and TIL-MIK's Lloyd centres) every `refresh_every` steps.
+Nothing else is asked of the caller: no refresh calls, no host-side hooks. The library's
+training loop (`til_jax.train.methods`) calls exactly this `update`, so an outside pipeline that
+feeds the same batches gets the same numbers (tests/test_til_api.py checks it step for step).
+
+The outer batch (Eq. 13): `settings.outer_batch` "same" uses the inner batch itself and needs no
+"outer" key; "fresh" (a second, independent training batch) and "valid" (held-out pairs) read
+`batch["outer"]`, a dict of users/pos/neg/mask like the batch.
 
 `model` is anything with the backbone interface of `til_jax.models.base` (init, represent,
-triplet_repr, pair_score, l2, repr_dim, n_users, n_items). The library's training loop
-(`til_jax.train.methods.TIL`) is a thin wrapper over this class.
+triplet_repr, pair_score, l2, repr_dim, n_users, n_items).
 """
 
 from __future__ import annotations
@@ -21,56 +41,139 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from til_jax.til import bilevel, clustering, states
+from til_jax import optim
+from til_jax.bpr import bpr_step
+from til_jax.state import TrainState
+from til_jax.til import bilevel, clustering, modes, states
 from til_jax.til.bilevel import TILSettings
-from til_jax.train.state import TrainState
 
 __all__ = ["TIL", "TILSettings"]
+
+# The bilevel step's metrics that a pre-training step does not have (NaN there).
+BILEVEL_ONLY = ("outer_loss", "w_mean", "w_std", "hypergrad_norm")
+
+
+def _key_data(key) -> jax.Array:
+  """A key as raw uint32 data (storable by Orbax): typed keys are unwrapped, raw ones kept."""
+  return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 @dataclasses.dataclass(frozen=True)
 class TIL:
-  """TIL-UI / TIL-MI / TIL-MIK (settings.interest = uni | multi | multi_kmeans) for `model`."""
+  """TIL-UI / TIL-MI / TIL-MIK (settings.interest = uni | multi | multi_kmeans) for `model`, with
+  OPT_Theta `tx` and OPT_Lambda `gen_tx`."""
 
   model: object
   settings: TILSettings
   tx: optax.GradientTransformation
   gen_tx: optax.GradientTransformation
-  n_clusters: int = 60
 
-  def init_extra(self, key, params):
-    """Adds what TIL needs to the model's `params` ({"model": ...}): (params, gen_params, aux)."""
+  @classmethod
+  def from_config(cls, config, model, steps_per_epoch: int, interest: str | None = None) -> TIL:
+    """From a config (configs/default.py's fields; `til.mode` applied here): the settings, Adam
+    (or SGD) on `config.optim`, the generator's optimizer on `config.til`. `interest`: uni |
+    multi | multi_kmeans or a method name; None: `config.method`."""
+    config = modes.resolve(config)
+    settings = TILSettings.from_config(config, interest or config.method, steps_per_epoch)
+    return cls(model, settings, optim.model_optimizer(config.optim),
+               optim.generator_optimizer(config.til))
+
+  def with_axis_name(self, axis_name: str | None) -> TIL:
+    """The same TIL with its losses and gradients reduced over the mesh axis `axis_name`."""
+    return dataclasses.replace(self, settings=dataclasses.replace(self.settings,
+                                                                  axis_name=axis_name))
+
+  # ----------------------------------------------------------------------------- state
+
+  def init(self, key, params=None, *, cluster_key=None) -> TrainState:
+    """A fresh TrainState. params: the model's {"model": ...} pytree (None: `model.init` with a
+    key split from `key`); Lambda is drawn from `key`; `cluster_key` seeds the K-means++ of
+    TIL-MI/MIK at the end of pre-training (None: folded from `key`)."""
+    if params is None:
+      k_model, key = jax.random.split(key)
+      params = {"model": self.model.init(k_model)}
     gen_params = bilevel.init_generator(key, self.model)
-    r = self.model.repr_dim
+    r, k = self.model.repr_dim, self.settings.n_clusters
     aux = {"eta": jnp.zeros((self.model.n_users, r), jnp.float32)}
     if self.settings.interest != "uni":
       aux["membership"] = jnp.zeros((self.model.n_items,), jnp.int32)
-      aux["target"] = jnp.zeros((self.model.n_items, self.n_clusters), jnp.float32)
+      aux["target"] = jnp.zeros((self.model.n_items, k), jnp.float32)
       aux["ready"] = jnp.zeros((), jnp.bool_)
-      centres = jnp.zeros((self.n_clusters, r), jnp.float32)
+      aux["cluster_key"] = _key_data(jax.random.fold_in(key, 1) if cluster_key is None
+                                     else cluster_key)
+      centres = jnp.zeros((k, r), jnp.float32)
       if self.settings.interest == "multi":
         params = {**params, "centres": centres}  # learned: part of Gamma = [Theta || Phi]
       else:
         aux["centres"] = centres                 # til_mik: recomputed by K-means, not learned
-    return params, gen_params, aux
-
-  def init(self, key) -> TrainState:
-    """A fresh TrainState: model parameters from model.init, Lambda, both optimizer states."""
-    k_model, k_gen = jax.random.split(key)
-    params, gen_params, aux = self.init_extra(k_gen, {"model": self.model.init(k_model)})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
                       gen_params=gen_params, gen_opt_state=self.gen_tx.init(gen_params), aux=aux)
 
-  def consts(self, train_users, train_items, graph=None) -> dict:
-    """Static arrays the step reads: the training pairs (sorted by user) and the model graph."""
-    return {"graph": {} if graph is None else graph, "train_users": jnp.asarray(train_users),
-            "train_items": jnp.asarray(train_items)}
+  # ------------------------------------------------------------------------- the step
 
-  def init_clusters(self, state: TrainState, consts, key) -> TrainState:
-    """Multi-Interest: K-means (k-means++ seeding) once on the item representations, e.g. after
-    pre-training (paper 5.4); sets centres, memberships and the target T."""
-    _, items = self.model.represent(state.params["model"], consts["graph"])
-    centres = clustering.kmeans(key, items, self.n_clusters)
+  def update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
+    """One step: plain BPR while pre-training, else the scheduled refreshes and one bilevel step
+    (Eq. 12-15). Pure; jit it at the top. Metrics: loss, grad_norm, and (NaN while
+    pre-training) outer_loss, w_mean, w_std, hypergrad_norm."""
+    s = self.settings
+    outer = self._outer(batch)
+    if s.pretrain_steps == 0:
+      return self._bilevel(state, batch, outer, consts)
+
+    def pretrain(st):
+      st, m = bpr_step(st, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
+      return st, {**m, **{k: jnp.full((), jnp.nan, m["loss"].dtype) for k in BILEVEL_ONLY}}
+    return jax.lax.cond(state.step < s.pretrain_steps, pretrain,
+                        lambda st: self._bilevel(st, batch, outer, consts), state)
+
+  def _outer(self, batch):
+    if self.settings.outer_batch == "same":
+      return {k: batch[k] for k in ("users", "pos", "neg", "mask")}
+    if "outer" not in batch:
+      raise ValueError(f"settings.outer_batch={self.settings.outer_batch!r} reads batch['outer'] "
+                       "(users/pos/neg/mask of the outer batch); pass it, or use 'same'")
+    return batch["outer"]
+
+  def _bilevel(self, state, batch, outer, consts):
+    state = self._scheduled(state, consts)
+    ctx = {"graph": consts["graph"], **state.aux}
+    params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
+        state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
+        batch, outer, self.tx, self.gen_tx, self.settings)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+
+  # -------------------------------------------------------------------- the schedules
+
+  def _scheduled(self, state: TrainState, consts) -> TrainState:
+    """What is due at this step, in order: K-means initialisation (MI/MIK, once), eta_u, and the
+    membership refresh; each an exact recomputation from the current representations."""
+    s = self.settings
+    if s.interest != "uni":
+      state = jax.lax.cond(state.aux["ready"], lambda st: st,
+                           lambda st: self.init_clusters(st, consts), state)
+    due = (state.step - s.pretrain_steps) % s.eta_period == 0
+    eta = jax.lax.cond(due, lambda: self.eta(state, consts), lambda: state.aux["eta"])
+    state = state.replace(aux={**state.aux, "eta": eta})
+    if s.interest == "uni":
+      return state
+    return jax.lax.cond(state.step % s.refresh_every == 0, lambda st: self.recluster(st, consts),
+                        lambda st: st, state)
+
+  def _items(self, state, consts) -> jax.Array:
+    return self.model.represent(jax.lax.stop_gradient(state.params["model"]), consts["graph"])[1]
+
+  def eta(self, state: TrainState, consts) -> jax.Array:
+    """eta_u for every user (Eq. 4), exactly, from the current item representations."""
+    return states.user_interest(self._items(state, consts), consts["train_users"],
+                                consts["train_items"], self.model.n_users)
+
+  def init_clusters(self, state: TrainState, consts) -> TrainState:
+    """Multi-Interest: K-means (k-means++ seeding from the state's key) on the item
+    representations (paper 5.4); sets centres, memberships and the target T."""
+    items = self._items(state, consts)
+    key = jax.random.wrap_key_data(state.aux["cluster_key"])
+    centres = clustering.kmeans(key, items, self.settings.n_clusters)
     params, aux = dict(state.params), dict(state.aux)
     if self.settings.interest == "multi":
       params["centres"] = centres
@@ -82,63 +185,28 @@ class TIL:
     aux["ready"] = jnp.ones((), jnp.bool_)
     return state.replace(params=params, aux=aux)
 
-  def eta(self, state: TrainState, consts) -> jax.Array:
-    """eta_u for every user (Eq. 4), exactly, from the current item representations."""
-    items = self.model.represent(jax.lax.stop_gradient(state.params["model"]), consts["graph"])[1]
-    return states.user_interest(items, consts["train_users"], consts["train_items"],
-                                self.model.n_users)
-
-  def refresh_eta(self, state: TrainState, consts) -> TrainState:
-    """Recompute eta_u now: what a caller does once per epoch when `eta_every` is 0."""
-    return state.replace(aux={**state.aux, "eta": self.eta(state, consts)})
-
-  def refresh(self, state: TrainState, consts) -> TrainState:
-    """eta_u every `eta_every` steps (0: never here; the caller runs `refresh_eta`, e.g. once
-    per epoch); memberships, T (and K-means centres for til_mik) every `refresh_every` steps;
-    each an exact recomputation from the current representations."""
+  def recluster(self, state: TrainState, consts) -> TrainState:
+    """Hard memberships and T from the current centres (TIL-MIK: after `kmeans_iters` Lloyd
+    iterations from them)."""
     s = self.settings
+    items = self._items(state, consts)
     aux = dict(state.aux)
-    model_params = jax.lax.stop_gradient(state.params["model"])
-
-    def item_repr():
-      return self.model.represent(model_params, consts["graph"])[1]
-
-    if s.eta_every > 0:
-      aux["eta"] = jax.lax.cond(state.step % s.eta_every == 0, lambda _: self.eta(state, consts),
-                                lambda _: aux["eta"], None)
-    if s.interest == "uni":
-      return state.replace(aux=aux)
-    learned = s.interest == "multi"
-    current = jax.lax.stop_gradient(state.params["centres"]) if learned else aux["centres"]
-
-    def recluster(_):
-      items = item_repr()
-      centres = current if learned else clustering.lloyd(items, current, s.kmeans_iters)
-      q = clustering.soft_assignment(items, centres, s.tau)
-      return centres, clustering.hard_membership(items, centres), clustering.target_distribution(q)
-
-    centres, aux["membership"], aux["target"] = jax.lax.cond(
-        state.step % s.refresh_every == 0, recluster,
-        lambda _: (current, aux["membership"], aux["target"]), None)
-    if not learned:
-      aux["centres"] = centres
+    if s.interest == "multi":
+      centres = jax.lax.stop_gradient(state.params["centres"])
+    else:
+      centres = aux["centres"] = clustering.lloyd(items, aux["centres"], s.kmeans_iters)
+    aux["membership"] = clustering.hard_membership(items, centres)
+    aux["target"] = clustering.target_distribution(clustering.soft_assignment(items, centres, s.tau))
     return state.replace(aux=aux)
 
-  def step(self, state: TrainState, batch, consts):
-    """One bilevel step (Eq. 12-15) after the scheduled refreshes. Pure; jit it at the top."""
-    state = self.refresh(state, consts)
-    ctx = {"graph": consts["graph"], **state.aux}
-    params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
-        state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
-        batch, self.tx, self.gen_tx, self.settings)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+  # ------------------------------------------------------------------------- analysis
 
-  def weights(self, state: TrainState, batch, consts):
-    """The weights w [B] the generator currently gives the batch's triplets (after refresh of
-    the state, as the next step would see them)."""
-    state = self.refresh(self.refresh_eta(state, consts).replace(step=jnp.zeros((), jnp.int32)),
-                         consts)
+  def weights(self, state: TrainState, batch, consts) -> jax.Array:
+    """The weights w [B] the generator gives the batch's triplets now, with eta_u and the
+    memberships recomputed from the current representations."""
+    state = state.replace(aux={**state.aux, "eta": self.eta(state, consts)})
+    if self.settings.interest != "uni":
+      state = self.recluster(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
     s = bilevel.triplet_state(self.model, state.params, ctx, batch, self.settings)
     return bilevel.triplet_weights(self.model, state.gen_params, s, batch["mask"], self.settings)

@@ -1,11 +1,11 @@
 """The bilevel TIL step (paper 4.4, Eq. 12-15), as small pure functions composed with jax.grad.
 
-Per mini-batch (DESIGN.md "TIL, as we implement it"):
+Per mini-batch (docs/DESIGN.md "The TIL step"):
   1. state s_t from the current representations under stop-gradient (Eq. 5 or 6);
      weights w_t = post(f(s_t; Lambda)) (Eq. 3)
   2. inner loss J_in(Theta, Lambda) = reduce_t w_t * BPR_t(Theta) + l2 (+ gamma * L_c for MI)
   3. lookahead Theta~(Lambda) = Theta - lr_look * grad_Theta J_in(Theta, Lambda)   (Eq. 15)
-  4. outer loss J_out(Theta~) = unweighted mean BPR on the outer batch                (Eq. 12/13)
+  4. outer loss J_out(Theta~) = unweighted mean BPR on the outer batch `outer`      (Eq. 12/13)
      grad_Lambda J_out(Theta~(Lambda)) by jax.grad straight through step 3 (Eq. 14)
   5. Lambda <- OPT_Lambda; Theta <- OPT_Theta on J_in with the updated weights.
 
@@ -14,7 +14,7 @@ over a named mesh axis; every loss is the global-batch value (psum'ed sums and c
 gradient is pmean'ed, so the lookahead uses the global inner gradient and the hypergradient
 differentiates through that collective. With axis_name None (default) nothing changes.
 
-Two ways to the same exact hypergradient (`settings.hypergrad`):
+Three routes to the hypergradient, one small function each, chosen once (`hypergradient_fn`):
   autodiff  (default) jax.grad of J_out(Theta~(Lambda)) straight through the lookahead:
             reverse over reverse.
   jvp       J_in is linear in w, so with g_out = grad J_out(Theta~) held fixed,
@@ -24,17 +24,18 @@ Two ways to the same exact hypergradient (`settings.hypergrad`):
             g_out. So jax.grad over Lambda of -lr_look * jvp(J_in)(g_out) gives the exact
             hypergradient without a second-order reverse pass. Equal to `autodiff` to float64
             round-off (tests/test_til.py); on the 2-core CPU it was not faster (benchmarks/).
+  first_order  (`first_order=True`) the jvp formula with g_out = grad J_out(Theta) taken at Theta
+            instead of Theta~ (the DARTS-style first-order approximation): it drops the term
+            lr_look * H_out * (Theta~ - Theta) of the exact hypergradient and needs no lookahead;
+            its reported outer loss is J_out(Theta).
 The clustering loss (MI) does not depend on Lambda: its value and gradient are computed once per
 step and shared by the lookahead (as a constant shift) and the real update.
-
-`first_order=True` evaluates the outer gradient at Theta instead of Theta~ (the DARTS-style
-first-order approximation): it drops the term lr_look * H_out * (Theta~ - Theta) of the exact
-hypergradient.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -42,33 +43,75 @@ import jax.numpy as jnp
 import optax
 
 from til_jax import objectives
+from til_jax.models.base import triplet_scores
 from til_jax.parallel import pmean, psum
 from til_jax.til import clustering, states
 from til_jax.til.weight_generator import WeightGenerator, activate, postprocess
 
+INTERESTS = {"til_ui": "uni", "til_mi": "multi", "til_mik": "multi_kmeans"}
+
 
 @dataclasses.dataclass(frozen=True)
 class TILSettings:
-  """Static settings of the TIL step (hashable; from `config.til`)."""
+  """Static settings of the TIL step (hashable). Built from a config by `from_config`: the config
+  (configs/default.py) is the one place that holds their default values."""
 
-  interest: str = "uni"          # uni | multi | multi_kmeans
-  alpha: float = 1.0             # Eq. 6 scaling of the cluster terms
-  gamma: float = 1e-4            # Eq. 11 weight of the clustering loss
-  kl_reduction: str = "sum"      # Eq. 9 KL over items: sum (the paper) | mean
-  tau: float = 1.0               # Eq. 7 Student-t temperature
-  lr_look: float = 1e-3          # Eq. 14-15 lookahead learning rate (the paper's second alpha)
-  activation: str = "sigmoid"    # Eq. 3 output: sigmoid | softplus | exp
-  weight_norm: str = "none"      # none | mean | clip | softmax
-  clip_max: float = 5.0
-  temperature: float = 1.0
-  reduction: str = "mean"        # mean | sum
-  first_order: bool = False
-  l2: float = 1e-4
-  eta_every: int = 1             # recompute eta_u every N steps (1 = exact at every step)
-  hypergrad: str = "autodiff"    # autodiff | jvp: two exact routes to Eq. 14 (module docstring)
-  refresh_every: int = 10        # hard memberships (and T) refreshed every N steps
-  kmeans_iters: int = 5          # Lloyd iterations per refresh for multi_kmeans
-  axis_name: str | None = None   # mesh axis the batch is split over (None: one device)
+  interest: str          # uni | multi | multi_kmeans
+  alpha: float           # Eq. 6 scaling of the cluster terms
+  gamma: float           # Eq. 11 weight of the clustering loss
+  kl_reduction: str      # Eq. 9 KL over items: sum (the paper) | mean
+  tau: float             # Eq. 7 Student-t temperature
+  n_clusters: int        # K
+  lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
+  activation: str        # Eq. 3 output: sigmoid | softplus | exp
+  weight_norm: str       # none | mean | clip | softmax
+  clip_max: float
+  temperature: float
+  reduction: str         # mean | sum
+  first_order: bool
+  hypergrad: str         # autodiff | jvp: two exact routes to Eq. 14 (module docstring)
+  l2: float              # the model's L2 weight (config.optim.l2)
+  outer_batch: str       # fresh | valid: the caller passes batch["outer"]; same: the inner batch
+  steps_per_epoch: int   # optimiser steps in one epoch of the caller's data
+  pretrain_steps: int    # plain BPR steps before the bilevel steps start
+  eta_every: int         # eta_u recomputed every N steps; 0: once per epoch (steps_per_epoch)
+  refresh_every: int     # hard memberships (and T) refreshed every N steps
+  kmeans_iters: int      # Lloyd iterations per refresh for multi_kmeans
+  axis_name: str | None = None  # mesh axis the batch is split over (None: one device); runtime
+
+  @classmethod
+  def from_config(cls, config, interest: str, steps_per_epoch: int, **overrides) -> TILSettings:
+    """Settings from `config.til` (after `til.modes.resolve`) and `config.optim.l2`.
+
+    interest: uni | multi | multi_kmeans, or a method name (til_ui | til_mi | til_mik).
+    steps_per_epoch: ceil(training pairs / batch size) of the data the steps run on; it sets
+    the once-per-epoch eta refresh and converts the pre-training epochs into steps."""
+    c = config.til
+    interest = INTERESTS.get(interest, interest)
+    if interest not in INTERESTS.values():
+      raise ValueError(f"unknown interest {interest!r}; allowed: {', '.join(INTERESTS.values())}")
+    # Plain BPR epochs before the bilevel steps: MI/MIK need embeddings worth clustering (paper
+    # 5.4); `warmup_epochs` applies to every TIL method.
+    epochs = max(int(c.warmup_epochs), int(c.pretrain_epochs) if interest != "uni" else 0)
+    fields = dict(
+        interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
+        kl_reduction=c.kl_reduction, n_clusters=int(c.n_clusters), lr_look=float(c.lr_look),
+        activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
+        temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
+        hypergrad=c.hypergrad, l2=float(config.optim.l2), outer_batch=c.outer_batch,
+        steps_per_epoch=int(steps_per_epoch), pretrain_steps=epochs * int(steps_per_epoch),
+        eta_every=int(c.eta_every), refresh_every=int(c.refresh_every),
+        kmeans_iters=int(c.kmeans_iters))
+    return cls(**{**fields, **overrides})
+
+  @property
+  def eta_period(self) -> int:
+    return self.eta_every or self.steps_per_epoch
+
+
+def steps_per_epoch(n_pairs: int, batch_size: int) -> int:
+  """The steps of an epoch that uses every training pair once, the last batch padded."""
+  return max(1, math.ceil(n_pairs / batch_size))
 
 
 def generator(model) -> WeightGenerator:
@@ -80,10 +123,10 @@ def init_generator(key, model):
   return generator(model).init(key, jnp.zeros((1, 2 * model.repr_dim)))
 
 
-def triplet_state(model, params, ctx, batch, settings: TILSettings, prefix: str = ""):
+def triplet_state(model, params, ctx, batch, settings: TILSettings):
   """s_t [B, 2r] for the batch, computed under stop-gradient (Eq. 5 / Eq. 6)."""
   p = jax.lax.stop_gradient(params)
-  users, pos, neg = batch[prefix + "users"], batch[prefix + "pos"], batch[prefix + "neg"]
+  users, pos, neg = batch["users"], batch["pos"], batch["neg"]
   u, i, j = model.triplet_repr(p["model"], ctx["graph"], users, pos, neg)
   eta = ctx["eta"][users]
   if settings.interest == "uni":
@@ -99,11 +142,6 @@ def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Ar
   w = activate(logits, settings.activation)
   return postprocess(w, logits, mask, settings.weight_norm, settings.clip_max, settings.temperature,
                      settings.axis_name)
-
-
-def batch_scores(model, model_params, graph, users, pos, neg):
-  u, i, j = model.triplet_repr(model_params, graph, users, pos, neg)
-  return model.pair_score(model_params, u, i), model.pair_score(model_params, u, j)
 
 
 def has_clusters(settings: TILSettings) -> bool:
@@ -126,7 +164,7 @@ def inner_loss(params, weights, model, ctx, batch, settings: TILSettings, cluste
   The L2 term is a per-row batch mean (`model.l2`), so its global value is the pmean.
   `clusters=False` leaves out gamma * L_c (the caller adds it, see the module docstring)."""
   mp = params["model"]
-  pos_s, neg_s = batch_scores(model, mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
+  pos_s, neg_s = triplet_scores(model, mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"])
   loss = objectives.weighted_bpr_loss(pos_s, neg_s, weights, batch["mask"], settings.reduction,
                                       settings.axis_name)
   reg = settings.l2 * pmean(model.l2(mp, ctx["graph"], batch["users"], batch["pos"], batch["neg"]),
@@ -147,58 +185,71 @@ def lookahead(params, weights, model, ctx, batch, settings: TILSettings, shift=N
   return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
 
 
-def outer_loss(params, model, ctx, batch, axis_name: str | None = None) -> jax.Array:
-  """J_out = unweighted mean BPR on the outer batch (keys "o_users", "o_pos", "o_neg")."""
-  pos_s, neg_s = batch_scores(model, params["model"], ctx["graph"], batch["o_users"],
-                              batch["o_pos"], batch["o_neg"])
-  return objectives.bpr_loss(pos_s, neg_s, batch.get("o_mask"), axis_name)
+def outer_loss(params, model, ctx, outer, axis_name: str | None = None) -> jax.Array:
+  """J_out = unweighted mean BPR on the outer batch `outer` (users, pos, neg, mask)."""
+  pos_s, neg_s = triplet_scores(model, params["model"], ctx["graph"], outer["users"], outer["pos"],
+                                outer["neg"])
+  return objectives.bpr_loss(pos_s, neg_s, outer.get("mask"), axis_name)
 
 
-def hypergradient(gen_params, params, s, model, ctx, batch, settings: TILSettings,
-                  cluster_grads=None):
-  """d J_out(Theta~(Lambda)) / d Lambda (Eq. 14), exact through the lookahead by default.
-
-  `cluster_grads` (MI): the clustering loss's gradient, computed by the caller once per step
-  (None: the lookahead computes it). Returns (J_out(Theta~), gradient pytree like gen_params),
-  global under data parallelism."""
-  ax = settings.axis_name
-  if settings.hypergrad not in ("jvp", "autodiff"):
-    raise ValueError(f"unknown hypergrad {settings.hypergrad!r}; allowed: jvp, autodiff")
-
-  def weights(gp):
-    return triplet_weights(model, gp, s, batch["mask"], settings)
-
-  if settings.hypergrad == "autodiff":
-    def objective(gp):
-      theta_tilde = lookahead(params, weights(gp), model, ctx, batch, settings, cluster_grads)
-      if settings.first_order:
-        # Linearise J_out around Theta: J_out(Theta) + <grad J_out(Theta), Theta~ - Theta>.
-        g_out = pmean(jax.grad(outer_loss)(params, model, ctx, batch, ax), ax)
-        delta = jax.tree.map(lambda a, b: a - b, theta_tilde, params)
-        lin = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_out), jax.tree.leaves(delta)))
-        return jax.lax.stop_gradient(outer_loss(params, model, ctx, batch, ax)) + lin
-      return outer_loss(theta_tilde, model, ctx, batch, ax)
-    value, grads = jax.value_and_grad(objective)(gen_params)
-    return value, pmean(grads, ax)
-
-  theta_tilde = lookahead(params, weights(gen_params), model, ctx, batch, settings, cluster_grads)
-  if settings.first_order:  # the outer gradient at Theta instead of Theta~
-    value = outer_loss(theta_tilde, model, ctx, batch, ax)
-    g_out = jax.grad(outer_loss)(params, model, ctx, batch, ax)
-  else:
-    value, g_out = jax.value_and_grad(outer_loss)(theta_tilde, model, ctx, batch, ax)
-  g_out = jax.lax.stop_gradient(pmean(g_out, ax))
-
+def hypergrad_autodiff(gen_params, params, s, model, ctx, batch, outer, settings, shift=None):
+  """Exact Eq. 14 by jax.grad of J_out(Theta~(Lambda)) through the lookahead."""
   def objective(gp):
-    w = weights(gp)
+    w = triplet_weights(model, gp, s, batch["mask"], settings)
+    return outer_loss(lookahead(params, w, model, ctx, batch, settings, shift), model, ctx, outer,
+                      settings.axis_name)
+  value, grads = jax.value_and_grad(objective)(gen_params)
+  return value, pmean(grads, settings.axis_name)
+
+
+def _along(gen_params, params, g_out, s, model, ctx, batch, settings):
+  """grad over Lambda of -lr_look * <grad_Theta J_in(Theta, w(Lambda)), g_out> (forward mode)."""
+  def objective(gp):
+    w = triplet_weights(model, gp, s, batch["mask"], settings)
     _, along = jax.jvp(lambda th: inner_loss(th, w, model, ctx, batch, settings, False),
                        (params,), (g_out,))
     return -settings.lr_look * along
-  grads = jax.grad(objective)(gen_params)
-  return value, pmean(grads, ax)
+  return pmean(jax.grad(objective)(gen_params), settings.axis_name)
 
 
-def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
+def hypergrad_jvp(gen_params, params, s, model, ctx, batch, outer, settings, shift=None):
+  """Exact Eq. 14 by forward mode: g_out = grad J_out(Theta~) held fixed, then `_along`."""
+  ax = settings.axis_name
+  w = triplet_weights(model, gen_params, s, batch["mask"], settings)
+  theta_tilde = lookahead(params, w, model, ctx, batch, settings, shift)
+  value, g_out = jax.value_and_grad(outer_loss)(theta_tilde, model, ctx, outer, ax)
+  g_out = jax.lax.stop_gradient(pmean(g_out, ax))
+  return value, _along(gen_params, params, g_out, s, model, ctx, batch, settings)
+
+
+def hypergrad_first_order(gen_params, params, s, model, ctx, batch, outer, settings, shift=None):
+  """First-order Eq. 14: the jvp formula with g_out = grad J_out(Theta) (no lookahead)."""
+  ax = settings.axis_name
+  value, g_out = jax.value_and_grad(outer_loss)(params, model, ctx, outer, ax)
+  g_out = jax.lax.stop_gradient(pmean(g_out, ax))
+  return value, _along(gen_params, params, g_out, s, model, ctx, batch, settings)
+
+
+HYPERGRADIENTS = {"autodiff": hypergrad_autodiff, "jvp": hypergrad_jvp}
+
+
+def hypergradient_fn(settings: TILSettings):
+  """The route `settings` ask for: f(gen_params, params, s, model, ctx, batch, outer, settings,
+  shift) -> (J_out, d J_out / d Lambda), global under data parallelism."""
+  if settings.first_order:
+    return hypergrad_first_order
+  if settings.hypergrad not in HYPERGRADIENTS:
+    raise ValueError(f"unknown hypergrad {settings.hypergrad!r}; allowed: {', '.join(HYPERGRADIENTS)}")
+  return HYPERGRADIENTS[settings.hypergrad]
+
+
+def hypergradient(gen_params, params, s, model, ctx, batch, outer, settings: TILSettings,
+                  shift=None):
+  """d J_out(Theta~(Lambda)) / d Lambda (Eq. 14) by the route of `settings`: (J_out, grads)."""
+  return hypergradient_fn(settings)(gen_params, params, s, model, ctx, batch, outer, settings, shift)
+
+
+def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, outer,
                tx: optax.GradientTransformation, gen_tx: optax.GradientTransformation,
                settings: TILSettings) -> tuple[Any, Any, Any, Any, dict]:
   """One full bilevel step: update Lambda by the hypergradient, then Theta by OPT_Theta on the
@@ -210,7 +261,7 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch,
   c_loss, c_grads = jnp.zeros(()), None
   if has_clusters(settings):
     c_loss, c_grads = jax.value_and_grad(cluster_loss, argnums=1)(model, params, ctx, settings)
-  j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, settings, c_grads)
+  j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, outer, settings, c_grads)
   upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
   gen_params = optax.apply_updates(gen_params, upd)
   w = jax.lax.stop_gradient(triplet_weights(model, gen_params, s, batch["mask"], settings))

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from til_jax.parallel import pmax, psum
+
 
 class WeightGenerator(nn.Module):
   """s [B, 2r] -> raw pre-activation logits [B]. `hidden` is d of Eq. 3 (the repr size)."""
@@ -47,27 +49,18 @@ def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, h
 
   With `axis_name` (the batch split along B over that axis of shard_map/pmap) "mean" and
   "softmax" normalise over the global batch: sums and counts are psum'ed, the softmax shift is
-  the global max (held constant: it cancels).
+  the global max (held constant: it cancels). Without, the collectives are the identity.
   """
-  m = jnp.ones_like(weights) if mask is None else mask.astype(weights.dtype)
   if how == "none":
     return weights
   if how == "clip":
     return jnp.clip(weights, 0.0, clip_max)
-  if axis_name is None:
-    n = jnp.maximum(jnp.sum(m), 1.0)
-    if how == "mean":
-      return weights / (jnp.sum(weights * m) / n + 1e-12)
-    if how == "softmax":
-      z = jnp.where(m > 0, logits / temperature, -jnp.inf)
-      return n * jax.nn.softmax(z)
-  else:
-    n = jnp.maximum(jax.lax.psum(jnp.sum(m), axis_name), 1.0)
-    if how == "mean":
-      return weights / (jax.lax.psum(jnp.sum(weights * m), axis_name) / n + 1e-12)
-    if how == "softmax":
-      z = jnp.where(m > 0, logits / temperature, -jnp.inf)
-      shift = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(z)), axis_name)
-      e = jnp.exp(z - shift)
-      return n * e / jax.lax.psum(jnp.sum(e), axis_name)
+  m = jnp.ones_like(weights) if mask is None else mask.astype(weights.dtype)
+  n = jnp.maximum(psum(jnp.sum(m), axis_name), 1.0)
+  if how == "mean":
+    return weights / (psum(jnp.sum(weights * m), axis_name) / n + 1e-12)
+  if how == "softmax":
+    z = jnp.where(m > 0, logits / temperature, -jnp.inf)
+    e = jnp.exp(z - pmax(jax.lax.stop_gradient(jnp.max(z)), axis_name))  # the shift cancels
+    return n * e / psum(jnp.sum(e), axis_name)
   raise ValueError(f"unknown weight post-processing {how!r}")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 
+from til_jax import models, optim  # noqa: F401  (importing models registers the backbones)
 from til_jax.errors import ConfigError
+from til_jax.registry import BACKBONES, METHODS
+from til_jax.til import modes
+from til_jax.train import methods  # noqa: F401  (registers BPR, the baselines and TIL)
 
-METHODS = ("bpr", "til_ui", "til_mi", "til_mik", "aobpr", "wbpr", "pris", "tce", "rce", "tce_bpr",
-           "rce_bpr")
-BACKBONES = ("mf", "neumf", "lightgcn", "mgccf")
 CHOICES = {
     "til.outer_batch": ("fresh", "same", "valid"),
     "til.activation": ("sigmoid", "softplus", "exp"),
     "til.weight_norm": ("none", "mean", "clip", "softmax"),
     "til.reduction": ("mean", "sum"),
-    "til.mode": ("default", "paper", "authors"),
-    "optim.name": ("adam", "sgd"),
+    "til.mode": modes.MODES,
+    "optim.name": optim.MODEL_OPTIMIZERS,
     "til.kl_reduction": ("mean", "sum"),
     "til.hypergrad": ("jvp", "autodiff"),
     "data.noise": ("none", "pos", "neg", "both"),
@@ -44,13 +45,10 @@ def _get(config, dotted: str):
 
 
 def validate(config) -> None:
-  method = config.get("method")
-  if method not in METHODS:
-    raise ConfigError(f"config.method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
-  backbone = _get(config, "model.name")
-  if backbone not in BACKBONES:
-    raise ConfigError(f"config.model.name: unknown backbone {backbone!r}; allowed: "
-                      f"{', '.join(BACKBONES)}")
+  """Types, ranges and allowed names of every field a run reads; the method and backbone names
+  are the registered ones (`til_jax.registry`), built-in or the user's own."""
+  METHODS.get(config.get("method"))
+  BACKBONES.get(_get(config, "model.name"))
   for field, allowed in CHOICES.items():
     v = _get(config, field)
     if allowed is not None and v is not None and v not in allowed:
@@ -110,9 +108,7 @@ def _validate_parallel(config) -> None:
 
 
 def check_against_data(config, dataset) -> None:
-  if config.method in ("til_mi", "til_mik") and config.til.n_clusters > dataset.n_items:
-    raise ConfigError(f"config.til.n_clusters: {config.til.n_clusters} is larger than the number "
-                      f"of items ({dataset.n_items})")
+  """What a config asks of the data that only the data can answer (methods check their own)."""
   kmax = max(config.eval.ks)
   if kmax > dataset.n_items:
     raise ConfigError(f"config.eval.ks: k={kmax} is larger than the number of items "

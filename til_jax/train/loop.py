@@ -25,21 +25,19 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from til_jax import parallel
-from til_jax.data.dataset import CSR
+from til_jax import optim, parallel
+from til_jax.data.dataset import split_meta
+from til_jax.data.noise import inject_noise
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.evaluation import Evaluator
 from til_jax.models import make_model
-from til_jax.til import modes
+from til_jax.registry import METHODS
+from til_jax.state import TrainState, make_consts
 from til_jax.train import config_check
 from til_jax.train.checkpoint import Checkpointer
-from til_jax.train.methods import make_method
-from til_jax.train.state import TrainState
 
 log = logging.getLogger("til_jax")
 
@@ -50,37 +48,17 @@ def model_scores(model, params, users):
   return model.full_scores(model_params, reprs, users)
 
 
-def split_meta(dataset, fraction: float, seed: int):
-  """Splits valid per user into a meta part (for a validation outer loss) and a selection part
-  (for early stopping and model selection), so the data that trains Lambda never selects the
-  model. Test is untouched. Returns the dataset with valid = selection part, extras["meta"]."""
-  users, items = dataset.valid.to_pairs()
-  rng = np.random.default_rng([seed, 7_777])
-  meta = rng.random(users.size) < fraction
-  mk = lambda m: CSR.from_pairs(users[m], items[m], dataset.n_users, dataset.n_items)
-  return dataset.replace(valid=mk(~meta), extras={**dataset.extras, "meta": mk(meta),
-                                                  "valid_full": dataset.valid})
-
-
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """OPT_Theta from `config.optim`: Adam (the paper) or plain SGD."""
-  name = optim.get("name", "adam")
-  if name == "sgd":
-    return optax.sgd(float(optim.lr))
-  return optax.adam(float(optim.lr), eps=float(optim.get("eps", 1e-8)))
-
-
-def build(config):
-  """Everything a run needs, from a validated config: (dataset, model, method, tx, consts)."""
-  dataset = load_dataset(config.data)
-  if config.data.get("noise", "none") != "none":
-    from til_jax.data.noise import inject_noise
+def build(config, dataset=None):
+  """Everything a run needs, from a validated config: (dataset, model, method, consts).
+  `dataset`: use this one instead of loading `config.data` (noise and splits still applied)."""
+  if dataset is None:
+    dataset = load_dataset(config.data)
+  if config.data.noise != "none":
     dataset = inject_noise(dataset, config.data.noise, float(config.data.noise_rate),
-                           int(config.data.get("noise_seed", config.seed)))
-  config = modes.resolve(config)
-  if config.method.startswith("til") and config.til.outer_batch == "valid":
-    dataset = split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
-  if config.train.get("meta_to_train", False):  # the control: meta interactions as training data
+                           int(config.data.noise_seed))
+  method_cls = METHODS.get(config.method)
+  dataset = method_cls.prepare_data(dataset, config)
+  if config.train.meta_to_train:  # the control: meta interactions as training data
     if "meta" in dataset.extras:
       raise ConfigError("config.train.meta_to_train: the control of til.outer_batch=valid is BPR "
                         "on train + meta; it cannot be combined with outer_batch=valid")
@@ -92,26 +70,35 @@ def build(config):
     dataset = dataset.replace(train=dataset.train.union(dataset.extras["meta"]), extras=extras)
   config_check.check_against_data(config, dataset)
   model = make_model(config.model, dataset.n_users, dataset.n_items)
-  tx = make_optimizer(config.optim)
-  method = make_method(config.method, model, dataset, tx, config)
-  users, items = dataset.train.to_pairs()
-  consts = {"graph": model.prepare(dataset), "train_users": jnp.asarray(users),
-            "train_items": jnp.asarray(items)}
-  return dataset, model, method, tx, consts
+  tx = optim.model_optimizer(config.optim)
+  method = method_cls(model, dataset, tx, config)
+  consts = make_consts(*dataset.train.to_pairs(), model.prepare(dataset))
+  return dataset, model, method, consts
 
 
-def init_state(config, model, method, tx) -> TrainState:
-  key = jax.random.key(int(config.seed))
-  k_model, k_method = jax.random.split(key)
-  params = {"model": model.init(k_model)}
-  params, gen_params, aux = method.init(k_method, params)
-  gen_opt_state = method.gen_tx.init(gen_params) if method.gen_tx is not None else {}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    gen_params=gen_params, gen_opt_state=gen_opt_state, aux=aux)
+def init_state(config, model, method) -> TrainState:
+  """The run's initial state: the model from fold 0 of the seed's key, the method's own state
+  (TIL's generator) from fold 1."""
+  k_model, k_method = jax.random.split(jax.random.key(int(config.seed)))
+  return method.init(k_method, {"model": model.init(k_model)})
+
+
+def epoch_means(metrics: dict) -> dict:
+  """Per-epoch means of the step metrics; a metric with no finite value this epoch (TIL's
+  bilevel metrics during pre-training, NaN) is left out."""
+  out = {}
+  for k, v in metrics.items():
+    v = np.asarray(v)
+    finite = np.isfinite(v)
+    if finite.all():
+      out[k] = float(np.mean(v))
+    elif finite.any():
+      out[k] = float(np.mean(v[finite]))
+  return out
 
 
 def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
-  """run_epoch(state, batches [steps, B], consts, phase) -> (state, metrics [steps]).
+  """run_epoch(state, batches [steps, B], consts) -> (state, metrics [steps]).
 
   With `dp`: `dp.epoch_fn(method)`, the data-parallel scan over dp's mesh (state from
   `dp.put_state`, consts from `dp.put_replicated`). Without: jit(scan(update)) on the default
@@ -119,9 +106,9 @@ def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
   if dp is not None:
     return dp.epoch_fn(method)
 
-  @functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
-  def run_epoch(state, batches, consts, phase):
-    return jax.lax.scan(lambda s, b: method.update(s, b, consts, phase), state, batches)
+  @functools.partial(jax.jit, donate_argnums=0)
+  def run_epoch(state, batches, consts):
+    return jax.lax.scan(lambda s, b: method.update(s, b, consts), state, batches)
   return run_epoch
 
 
@@ -204,7 +191,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   _check_workdir(config, workdir, primary)
   t_setup = time.time()
-  dataset, model, method, tx, consts = build(config)
+  dataset, model, method, consts = build(config)
   log.info("%s | backbone %s | method %s", dataset.summary(), model.name, method.name)
   dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
   if dp.size > 1 or jax.process_count() > 1:
@@ -223,7 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mp = parallel.local(state.params["model"])
     return ev(score_fn, (mp, represent(mp, consts["graph"])))
 
-  state = init_state(config, model, method, tx)
+  state = init_state(config, model, method)
   ckpt = Checkpointer(workdir, keep=int(config.checkpoint.keep))
   abstract = dp.abstract(state)
   restored, meta = ckpt.restore_latest(abstract)
@@ -258,7 +245,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       del view, hooked
       batches = method.epoch_batches(epoch, np.random.default_rng([base_seed, epoch]))
       step0 = int(parallel.local(state.step))
-      state, metrics = run_epoch(state, batches, mesh_consts, method.phase(epoch))
+      state, metrics = run_epoch(state, batches, mesh_consts)
       metrics = jax.device_get(metrics)
       losses = np.asarray(metrics["loss"])
       bad = ~np.isfinite(losses)
@@ -277,7 +264,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       meta["train_seconds"] += seconds
       meta["epoch"] = epoch + 1
       record = {"epoch": epoch + 1, "seconds": round(seconds, 3), "phase": method.phase(epoch),
-                **{k: float(np.mean(v)) for k, v in metrics.items()}}
+                **epoch_means(metrics)}
       is_best = False
       if (epoch + 1) % every == 0 or epoch + 1 == max_epochs:
         te = time.time()
@@ -350,8 +337,8 @@ def restore(config, workdir: str, which: str = "best"):
 
   which: "best" (the best-valid checkpoint) or "latest"."""
   config_check.validate(config)
-  dataset, model, method, tx, consts = build(config)
-  state = init_state(config, model, method, tx)
+  dataset, model, method, consts = build(config)
+  state = init_state(config, model, method)
   ckpt = Checkpointer(workdir)
   fn = ckpt.restore_best if which == "best" else ckpt.restore_latest
   # A target with a sharding: Orbax refuses one without when the run saved on other devices.

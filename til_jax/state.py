@@ -1,4 +1,5 @@
-"""The one immutable training state (STYLE.md 3): Flax's TrainState forked for two optimizers.
+"""The one immutable training state: Flax's TrainState forked for two optimizers (model and
+weight generator).
 
 Optimizers stay out of the pytree; everything here is arrays, so Orbax saves it whole.
 """
@@ -9,6 +10,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 
 
 @flax.struct.dataclass
@@ -24,3 +26,10 @@ class TrainState:
   gen_params: Any
   gen_opt_state: Any
   aux: Any
+
+
+def make_consts(train_users, train_items, graph=None) -> dict:
+  """The static arrays every `update(state, batch, consts)` reads: the training pairs (user ids
+  sorted ascending, item ids aligned; TIL's eta_u) and the backbone's `prepare` output."""
+  return {"graph": {} if graph is None else graph, "train_users": jnp.asarray(train_users),
+          "train_items": jnp.asarray(train_items)}

@@ -1,0 +1,113 @@
+"""Plain BPR as a training method, and the interface every training method implements.
+
+A method (registered by name in `til_jax.registry.METHODS`, chosen by `config.method`) owns:
+
+  prepare_data(dataset, config) -> dataset a classmethod: the data as the method trains on it
+  init(key, params) -> TrainState          its state around the model's params {"model": ...}
+  epoch_batches(epoch, rng) -> dict        host arrays [steps, B] (its sampler), seeded by the loop
+  update(state, batch, consts) -> (state, metrics)
+                                           one pure step, scanned over an epoch inside jit
+  on_epoch_start(state, epoch, consts)     host-side hook before an epoch (samplers that read the
+                                           current representations); returns the state
+  phase(epoch) -> str                      a label for the epoch's log record only
+
+`consts` holds the static arrays of a run: {"graph": model.prepare(dataset), "train_users",
+"train_items"} (the training pairs sorted by user).
+
+Data parallelism (`til_jax.parallel`): `with_axis_name(name)` returns a copy whose `update`
+computes global-batch losses and gradients with collectives over the named mesh axis (the batch
+split along B). A method says so with `supports_axis_name`; one that does not runs under plain
+jit with sharded arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from til_jax import objectives
+from til_jax.data.dataset import Dataset
+from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+from til_jax.models.base import triplet_scores
+from til_jax.parallel import pmean
+from til_jax.registry import METHODS
+from til_jax.state import TrainState
+
+
+def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None):
+  """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
+  `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean)."""
+  mp = params["model"]
+  pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
+  reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
+  return objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name) + l2 * pmean(reg, axis_name)
+
+
+def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
+  """One OPT_Theta step on `grads`: (state, metrics {"loss", "grad_norm", **extra})."""
+  upd, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, upd)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **extra_metrics}
+  return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
+def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: str | None = None):
+  """One plain BPR step (also TIL's pre-training step)."""
+  loss, grads = jax.value_and_grad(bpr_objective)(state.params, model, graph, batch, l2, axis_name)
+  return apply_grads(state, tx, loss, pmean(grads, axis_name))
+
+
+def plain_state(params, tx) -> TrainState:
+  """A TrainState for a method without a weight generator or other state."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    gen_params={}, gen_opt_state={}, aux={})
+
+
+@METHODS.register("bpr")
+class BPR:
+  """Plain BPR: one fresh uniform negative per positive each epoch."""
+
+  name = "bpr"
+  axis_name: str | None = None  # set by with_axis_name for the data-parallel step
+
+  def __init__(self, model, dataset: Dataset, tx, config):
+    self.model, self.dataset, self.tx, self.config = model, dataset, tx, config
+    self.l2 = float(config.optim.l2)
+    self.batch_size = int(config.train.batch_size)
+    self.sampler = UniformNegativeSampler(dataset.train)
+
+  @classmethod
+  def prepare_data(cls, dataset: Dataset, config) -> Dataset:
+    """The dataset as this method trains on it (before the evaluators are built)."""
+    return dataset
+
+  def init(self, key, params) -> TrainState:
+    return plain_state(params, self.tx)
+
+  @property
+  def supports_axis_name(self) -> bool:
+    """Whether `update` reduces over `axis_name`: true for BPR's own update; a subclass that
+    overrides update says so itself."""
+    return type(self).update is BPR.update
+
+  def with_axis_name(self, axis_name: str | None):
+    """A shallow copy whose update reduces over the mesh axis `axis_name`."""
+    m = copy.copy(self)
+    m.axis_name = axis_name
+    return m
+
+  def phase(self, epoch: int) -> str:
+    return "main"
+
+  def on_epoch_start(self, state, epoch: int, consts):
+    return state
+
+  def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
+    return epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+
+  def update(self, state, batch, consts):
+    return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name)

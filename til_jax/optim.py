@@ -1,0 +1,25 @@
+"""The two optimizers of a run, from the config: OPT_Theta (the model's) and OPT_Lambda (the
+weight generator's, TIL only)."""
+
+from __future__ import annotations
+
+import optax
+
+from til_jax.errors import ConfigError
+
+MODEL_OPTIMIZERS = ("adam", "sgd")
+
+
+def model_optimizer(optim) -> optax.GradientTransformation:
+  """OPT_Theta from `config.optim`: Adam (the paper) or plain SGD."""
+  if optim.name == "sgd":
+    return optax.sgd(float(optim.lr))
+  if optim.name == "adam":
+    return optax.adam(float(optim.lr), eps=float(optim.eps))
+  raise ConfigError(f"config.optim.name: {optim.name!r}; allowed: {', '.join(MODEL_OPTIMIZERS)}")
+
+
+def generator_optimizer(til) -> optax.GradientTransformation:
+  """OPT_Lambda from `config.til`: Adam at `gen_lr`, AdamW when `gen_l2` > 0."""
+  lr, l2 = float(til.gen_lr), float(til.gen_l2)
+  return optax.adamw(lr, weight_decay=l2) if l2 else optax.adam(lr)
