@@ -263,13 +263,18 @@ def test_pris_weights_closed_form_and_no_gradient():
 
 def test_settings_defaults_and_errors():
   from ml_collections import ConfigDict
-  assert bm.settings(ConfigDict({}))["num_gradual"] == 30000
-  s = bm.settings(ConfigDict({"baselines": {"beta": 0.5}}))
+
+  from configs import default
+  c = default.get_config()
+  assert bm.settings(c)["num_gradual"] == 30000   # the one default, in configs/default.py
+  c.baselines.beta = 0.5
+  s = bm.settings(c)
   assert s["beta"] == 0.5 and s["drop_rate"] == 0.2
-  with pytest.raises(ConfigError, match="config.baselines.nope"):
-    bm.settings(ConfigDict({"baselines": {"nope": 1}}))
+  with pytest.raises(ConfigError, match="config.baselines.drop_rate: missing"):
+    bm.settings(ConfigDict({"baselines": {"beta": 1}}))
+  c.baselines.drop_rate = 1.5
   with pytest.raises(ConfigError, match="drop_rate"):
-    bm.settings(ConfigDict({"baselines": {"drop_rate": 1.5}}))
+    bm.settings(c)
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -279,15 +284,13 @@ def tiny_config(method, backbone="mf"):
   c = get_config()
   c.method = method
   c.model.name = backbone
-  if backbone in ("lightgcn", "mgccf"):
-    c.model.layers = 1
   c.data.synthetic = {"n_users": 60, "n_items": 40, "n_clusters": 4, "min_items": 8,
                       "max_items": 14}
   c.train.batch_size = 128
   c.train.epochs = 3
   c.eval.every = 3
   c.optim.lr = 1e-2
-  c.baselines = {"pris_clusters": 4, "pris_negatives": 3, "num_gradual": 4}
+  c.baselines.pris_clusters, c.baselines.pris_negatives, c.baselines.num_gradual = 4, 3, 4
   return c
 
 

@@ -119,15 +119,18 @@ def _random_dataset(rng, n_users, n_items, density=0.02):
   return Dataset("rand", n_users, n_items, mk(1), mk(2), mk(3))
 
 
-@pytest.mark.parametrize("split,ties", [("valid", False), ("test", True)])
+@pytest.mark.parametrize("split,ties", [("valid", False), ("test", True), ("test", "negative")])
 def test_matches_bruteforce(split, ties):
   """Random CSR splits and scores vs the NumPy brute force, per user. The scores are a float32
-  table (so both sides rank the very same values): real-valued, or small integers with many
-  exact ties (ties must go to the lower item id, also across the blocks of block_top_k)."""
+  table (so both sides rank the very same values): real-valued, small integers with many
+  exact ties (ties must go to the lower item id, also across the blocks of block_top_k), or all
+  negative (an excluded item masked with 0 instead of -inf would then enter every top-k)."""
   rng = np.random.default_rng(0)
   n_users, n_items = 300, 3001              # 3001 = 93 * 32 + 25: a short last block
   ds = _random_dataset(rng, n_users, n_items)
-  if ties:
+  if ties == "negative":
+    table = -1.0 - np.abs(rng.standard_normal((n_users, n_items))).astype(np.float32)
+  elif ties:
     table = rng.integers(0, 30, size=(n_users, n_items)).astype(np.float32)
   else:
     table = rng.standard_normal((n_users, 8)).astype(np.float32) @ \

@@ -42,8 +42,8 @@ def run(method, devices, backend="shard_map", shard=False, vma=False, **kw):
   base = {k.split(".", 1)[1]: v for k, v in kw.items() if k.startswith("baselines.")}
   c = tiny_config(folder, method=method, epochs=1,
                   **{k: v for k, v in kw.items() if k not in base and not k.startswith("baselines.")})
-  if base:
-    c.baselines = ml_collections.ConfigDict(base)
+  for k, v in base.items():
+    c.baselines[k] = v
   dataset, model, m, consts = loop.build(c)
   state = loop.init_state(c, model, m)
   init = jax.device_get(state.params)

@@ -369,3 +369,56 @@ def test_paper_mode_overrides_the_variant_fields():
   r = modes.resolve(c)
   assert (r.til.activation, r.til.weight_norm, r.til.clip_max, r.til.reduction, r.til.outer_batch) == (
       "softplus", "clip", 5.0, "sum", "same")
+
+
+def test_a_default_run_uses_the_exact_hypergradient():
+  """The default config (what a CLI run builds) takes Eq. 14 exactly through the lookahead: its
+  route equals a hand-written jax.grad of J_out(Theta~(Lambda)) and not the first-order one."""
+  with jax.enable_x64(True):
+    model, params, batch, _, ctx, gen_params = fixture()
+    settings = make_settings()                        # configs/default.py, nothing overridden
+    s = bilevel.triplet_state(model, params, ctx, batch, settings)
+
+    def reference(gp):  # Theta~ = Theta - lr * grad J_in, then the outer mean BPR
+      w = bilevel.triplet_weights(model, gp, s, batch["mask"], settings)
+      g = jax.grad(bilevel.inner_loss)(params, w, model, ctx, batch, settings)
+      theta = jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
+      return bilevel.outer_loss(theta, model, ctx, batch["outer"])
+    want = jax.flatten_util.ravel_pytree(jax.grad(reference)(gen_params))[0]
+    got = jax.flatten_util.ravel_pytree(
+        bilevel.hypergradient(gen_params, params, s, model, ctx, batch, batch["outer"], settings)[1])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    first = jax.flatten_util.ravel_pytree(bilevel.hypergrad_first_order(
+        gen_params, params, s, model, ctx, batch, batch["outer"], settings)[1])[0]
+    assert float(jnp.linalg.norm(first - want)) > 1e-7 * float(jnp.linalg.norm(want))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weighted_bpr_ignores_padded_rows(reduction):
+  """Eq. 2 over the real rows only: padded rows (mask 0) with large weights and losses change
+  neither the value nor the gradient."""
+  from til_jax import objectives
+  rng = np.random.default_rng(12)
+  pos, neg, w = rng.normal(size=8), rng.normal(size=8), rng.uniform(0.1, 2.0, 8)
+  mask = np.array([1, 1, 0, 1, 1, 0, 1, 0], bool)
+  pos[~mask], neg[~mask], w[~mask] = -5.0, 5.0, 9.0     # garbage that would dominate if counted
+  per = w * np.log1p(np.exp(-(pos - neg)))
+  want = per[mask].sum() / (mask.sum() if reduction == "mean" else 1)
+  with jax.enable_x64(True):
+    f = lambda p: objectives.weighted_bpr_loss(p, jnp.asarray(neg), jnp.asarray(w),
+                                               jnp.asarray(mask), reduction)
+    val, grad = jax.value_and_grad(f)(jnp.asarray(pos))
+  np.testing.assert_allclose(float(val), want, rtol=1e-12)
+  sig = 1 / (1 + np.exp(pos - neg))
+  g_want = np.where(mask, -w * sig, 0.0) / (mask.sum() if reduction == "mean" else 1)
+  np.testing.assert_allclose(np.asarray(grad), g_want, rtol=1e-10, atol=1e-15)
+
+
+def test_kl_target_is_held_constant():
+  """Eq. 9 with T a constant (DEC): dKL/dQ = -T/Q even when T is computed from the same Q."""
+  rng = np.random.default_rng(13)
+  with jax.enable_x64(True):
+    q = jax.nn.softmax(jnp.asarray(rng.normal(size=(6, 3))), -1)
+    g = jax.grad(lambda q: clustering.kl_loss(clustering.target_distribution(q), q, "sum"))(q)
+    t = np.asarray(clustering.target_distribution(q))
+    np.testing.assert_allclose(np.asarray(g), -t / (np.asarray(q) + 1e-30), rtol=1e-9)

@@ -1,0 +1,68 @@
+"""Registries: a backbone and a method registered from outside the package train like built-ins,
+through the library call and the CLI; unknown names are refused with the registered ones."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from til_jax.errors import ConfigError
+from til_jax.registry import BACKBONES, METHODS
+from til_jax.train import config_check, loop
+
+from . import user_plugins
+from .fixtures import write_split
+from .test_train import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_builtins_are_registered_where_they_are_defined():
+  assert set(BACKBONES.names()) >= {"mf", "neumf", "lightgcn", "mgccf"}
+  assert set(METHODS.names()) >= {"bpr", "til_ui", "til_mi", "til_mik", "aobpr", "wbpr", "pris",
+                                  "tce", "rce", "tce_bpr", "rce_bpr"}
+
+
+def test_user_backbone_and_method_train_through_train_and_evaluate(tmp_path):
+  c = tiny_config(write_split(str(tmp_path / "data")), epochs=4)
+  c.method, c.model.name, c.optim.lr = "user_hinge", "user_scaled_mf", 1e-2
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert (res["backbone"], res["method"]) == ("user_scaled_mf", "user_hinge")
+  lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+  assert all("margin" in x for x in lines)            # the user's update ran
+  assert lines[-1]["loss"] < lines[0]["loss"] and lines[-1]["margin"] > lines[0]["margin"]
+  _, model, _, state, _ = loop.restore(c, str(tmp_path / "w"))
+  assert isinstance(model, user_plugins.ScaledMF) and "scale" in state.params["model"]
+
+
+def test_user_plugins_train_through_the_cli(tmp_path):
+  data = write_split(str(tmp_path / "data"))
+  work = str(tmp_path / "w")
+  cmd = [sys.executable, "-m", "experiments.main", "--config=tests/user_plugins.py",
+         f"--workdir={work}", f"--config.data.path={data}", "--config.train.epochs=2",
+         "--config.eval.every=1", "--config.model.dim=8", "--config.train.batch_size=64",
+         "--config.eval.ks=(5,)", "--config.eval.metric=recall@5"]
+  p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.load(open(os.path.join(work, "metrics.json")))
+  assert (res["backbone"], res["method"]) == ("user_scaled_mf", "user_hinge")
+  # The same CLI with a name nobody registered: one line naming the field and the choices.
+  p = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'x'}", "--config.model.name=nope"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines()[-1].startswith("error: config.model.name: unknown backbone 'nope'")
+  assert "user_scaled_mf" in p.stderr and "lightgcn" in p.stderr
+
+
+@pytest.mark.parametrize("field,value", [("method", "nope"), ("model.name", "nope")])
+def test_validate_reads_the_registries(field, value):
+  c = user_plugins.get_config()
+  config_check.validate(c)                             # registered names pass
+  if field == "method":
+    c.method = value
+  else:
+    c.model.name = value
+  with pytest.raises(ConfigError, match=f"config.{field}: unknown"):
+    config_check.validate(c)
