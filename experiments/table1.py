@@ -21,6 +21,8 @@ import sys
 
 from experiments import common
 
+# The paper's Table 1 columns, in its order (the `PAPER` rows below follow it); any registered
+# method (til_jax.registry.METHODS) may be run with --methods.
 METHODS = ("bpr", "aobpr", "wbpr", "pris", "tce", "rce", "tce_bpr", "rce_bpr", "til_ui", "til_mi")
 BASELINES = METHODS[:8]
 # The paper's Table 1 (test R@20 / N@20 in %), for reference only: these are not our numbers.
@@ -177,6 +179,11 @@ def parse(argv):
   a.backbones = [b for b in a.backbones.split(",") if b]
   a.methods = [m for m in a.methods.split(",") if m]
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
+  from til_jax.registry import METHODS as REGISTERED
+  from til_jax.train import methods  # noqa: F401  (registers every built-in method)
+  unknown = [m for m in a.methods if m not in REGISTERED]
+  if unknown:
+    p.error(f"--methods: unknown {', '.join(unknown)}; registered: {', '.join(REGISTERED.names())}")
   for d, b in itertools.product(a.datasets, a.backbones):
     if not os.path.exists(common.config_path(d, b)):
       p.error(f"no config {common.config_path(d, b)} for --datasets {d} x --backbones {b}")

@@ -1,6 +1,6 @@
 """Full-ranking evaluation: Recall@k, NDCG@k, Precision@k, HitRate@k over all items.
 
-Protocol (DESIGN.md "Protocol"): every item is ranked for every user with targets; the user's
+Protocol (docs/DESIGN.md "Protocol"): every item is ranked for every user with targets; the user's
 training items (and validation items when scoring test) are masked with -inf; Recall@k = hits /
 |T_u|; NDCG@k uses binary gains, log2(rank + 1) discounts and an ideal DCG over min(|T_u|, k);
 all metrics are averaged over users with |T_u| > 0. Ties are broken towards the lower item id.

@@ -149,7 +149,8 @@ def pris_weights(neg_scores: jax.Array, log_q: jax.Array) -> jax.Array:
   w_l = softmax_l(y_uj_l - log Q(j_l | u)), held constant. [B, L], [B, L] -> [B, L].
 
   The official code takes softmax(-(y_ui - y_uj) - log Q), the same numbers (y_ui is constant
-  over l), without a stop-gradient; DESIGN.md holds the weights constant."""
+  over l), without a stop-gradient; we hold the weights constant
+  (docs/DESIGN.md "Baselines")."""
   return jax.nn.softmax(jax.lax.stop_gradient(neg_scores) - log_q, axis=-1)
 
 

@@ -1,7 +1,7 @@
 """The TIL input states (paper 4.2): Uni-Interest (Eq. 4-5) and Multi-Interest (Eq. 6).
 
 All functions take representations that are already under stop-gradient: the state is data for
-the weight generator, not a path for the embedding gradient (DESIGN.md, step 1).
+the weight generator, not a path for the embedding gradient (docs/DESIGN.md "The TIL step", step 1).
 """
 
 from __future__ import annotations

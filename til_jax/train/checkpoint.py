@@ -1,4 +1,4 @@
-"""Checkpoints through one small module over orbax.checkpoint.CheckpointManager (STYLE.md 8).
+"""Checkpoints through one small module over orbax.checkpoint.CheckpointManager.
 
 Two managers under the workdir: `checkpoints/` (the latest `keep` saves, for resuming) and
 `best/` (the best-valid state). Each save holds the whole TrainState (both optax states) and a
@@ -42,10 +42,6 @@ class Checkpointer:
         manager.delete(epoch)
       manager.save(epoch, args=composite(), force=True)
       manager.wait_until_finished()
-
-  def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
 
   def _restore(self, manager, abstract_state):
     """The newest restorable step of `manager`, falling back to older ones when a save is
