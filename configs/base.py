@@ -3,7 +3,7 @@
 from configs import default
 from configs.default import set_fields
 
-DATASETS = {"gowalla": "gowalla", "amazon_cd": "amazon-cd", "lastfm": "lastfm-2k",
+DATASETS = {"gowalla": "gowalla", "amazon_cd": "amazon-cd", "lastfm": "lastfm",
             "ml100k": "ml-100k", "synthetic": "synthetic"}
 
 

@@ -11,13 +11,19 @@ import ml_collections
 
 # Budgets (`get_config(NAME)`, `--config=FILE:NAME`, the experiments' `--budget=NAME`), recorded
 # in every metrics.json. paper: the paper's protocol (5.4); quick: a smoke run in minutes;
-# cpu: what the 2-core CPU afforded per cell in the first experiments (10 epochs); tiny: tests.
+# cpu: what the 2-core CPU afforded per cell in the first experiments (10 epochs, not
+# converged); converged: see below; tiny: tests.
 BUDGETS = {
     "paper": {"train.epochs": 3000, "train.patience": 100, "eval.every": 10,
               "til.pretrain_epochs": 500},
     "quick": {"train.epochs": 100, "train.patience": 30, "eval.every": 10,
               "til.pretrain_epochs": 20},
     "cpu": {"train.epochs": 10, "train.patience": 10, "eval.every": 5, "til.pretrain_epochs": 3},
+    # converged: the paper's protocol with evaluation every 5 epochs, so a cell stops by
+    # patience (metrics.json "stop": "patience") well before its maximum; TIL-MI's pre-training
+    # is stated in BUILD_NOTES.md ("converged budget") with the measurement behind it.
+    "converged": {"train.epochs": 3000, "train.patience": 100, "eval.every": 5,
+                  "til.pretrain_epochs": 100},
     "tiny": {"train.epochs": 2, "train.patience": 2, "eval.every": 1, "til.pretrain_epochs": 1,
              "checkpoint.every": 1},
 }
@@ -52,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.export_embeddings = False
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "gowalla"    # gowalla | amazon-cd | ml-100k | lastfm-2k | lastfm-360k | synthetic
+  c.data.name = "gowalla"    # gowalla | amazon-cd | lastfm | ml-100k | lastfm-2k | lastfm-360k | synthetic
   c.data.path = ""           # a pre-split folder (train/valid/test .txt[.gz]); overrides name
   c.data.root = ""           # looked in before $TIL_DATA_DIR and ~/.cache/til_jax
   c.data.split = "split-811-seed0"
@@ -88,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.ks = (20,)
   c.eval.metric = "recall@20"
   c.eval.chunk = 256
+  c.eval.drop_cold_items = False  # True: drop held-out items without training interactions
+                                  # (the old protocol; they are targets like any other by default)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 10

@@ -47,6 +47,9 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
       return json.load(f)
   os.makedirs(workdir, exist_ok=True)
   cmd = cell_command(config, workdir, overrides, budget)
+  cell_json = os.path.join(workdir, "cell.json")
+  if not os.path.exists(cell_json):  # the code that started the cell (a resumed one keeps it)
+    write_text(cell_json, json.dumps({"commit": commit(), "command": cmd[1:]}, indent=2))
   t0 = time.time()
   print(f"[run] {cell}: {' '.join(cmd[1:])}", flush=True)
   with open(os.path.join(workdir, "run.log"), "a") as log:
@@ -59,6 +62,15 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
         f"{m['test'].get('recall@20', float('nan')):.4f}", flush=True)
   return m
+
+
+def cell_commit(workdir: str) -> str:
+  """The commit a cell was started at (cell.json), or ''."""
+  try:
+    with open(os.path.join(workdir, "cell.json")) as f:
+      return json.load(f).get("commit", "")
+  except (OSError, ValueError):
+    return ""
 
 
 def mismatches(workdir: str, fields: dict) -> str:

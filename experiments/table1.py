@@ -118,11 +118,19 @@ def collect(root: str, budget: str | None = None, grid: bool = False) -> list[di
       if budget is not None and m.get("budget") != budget:
         continue
       rows.append({"dataset": dataset, "backbone": backbone, "method": method, "seed": int(name[4:]),
+                   "budget": m.get("budget", ""), "best_epoch": m["best_epoch"],
+                   "epochs": m["epochs"], "stop": stop_of(m),
                    "valid_recall@20": m["valid"]["recall@20"], "valid_ndcg@20": m["valid"]["ndcg@20"],
                    "test_recall@20": m["test"]["recall@20"], "test_ndcg@20": m["test"]["ndcg@20"],
-                   "epochs": m["epochs"], "best_epoch": m["best_epoch"],
-                   "train_seconds": m["train_seconds"], "budget": m.get("budget", "")})
+                   "train_seconds": m["train_seconds"],
+                   "commit": common.cell_commit(os.path.join(d, name))})
   return rows
+
+
+def stop_of(m: dict) -> str:
+  """"patience" or "max_epochs" (metrics.json before 2026-12-01 wrote "early stop: ...")."""
+  stop = m.get("stop", "")
+  return "patience" if stop.startswith("early stop") else stop
 
 
 def report(a, rows: list[dict]) -> str:
@@ -144,23 +152,30 @@ def report(a, rows: list[dict]) -> str:
         xs = [r[f"test_{metric}"] for r in cells[(dataset, backbone, m)].values()]
         mu, sd = common.mean_std(xs)
         pv = paper_value(dataset, backbone, m, metric)
+        short = sum(r["stop"] != "patience" for r in cells[(dataset, backbone, m)].values())
         line.append(f"{100 * mu:.2f}" + (f" ± {100 * sd:.2f}" if len(xs) > 1 else "")
-                    + (f" [{pv:.2f}]" if pv is not None else ""))
+                    + (f" [{pv:.2f}]" if pv is not None else "")
+                    + (f" (not converged: {short}/{len(xs)})" if short else ""))
       body.append(line)
     out.append(common.markdown_table(["metric"] + present, body))
-    base = [m for m in present if m in BASELINES]
-    if "til_mi" in present and base:
-      mean = {m: common.mean_std([r["test_recall@20"] for r in cells[(dataset, backbone, m)].values()])[0]
-              for m in base}
-      best = max(base, key=mean.get)
-      seeds = sorted(set(cells[(dataset, backbone, "til_mi")]) & set(cells[(dataset, backbone, best)]))
-      t, p = common.paired_ttest([cells[(dataset, backbone, "til_mi")][s]["test_recall@20"] for s in seeds],
-                                 [cells[(dataset, backbone, best)][s]["test_recall@20"] for s in seeds])
-      out.append(f"\nTIL-MI vs the best baseline ({best}) on test Recall@20 over {len(seeds)} seed(s): "
-                 + (f"t = {t:.2f}, p = {p:.3g}" if len(seeds) > 1 else "one seed, no test") + "\n")
+    base = [m for m in present if m in BASELINES and m != "bpr"]
+    mean = {m: common.mean_std([r["test_recall@20"] for r in cells[(dataset, backbone, m)].values()])[0]
+            for m in base}
+    against = (["bpr"] if "bpr" in present else []) + ([max(base, key=mean.get)] if base else [])
+    for til in [m for m in ("til_ui", "til_mi") if m in present]:
+      for other in against:
+        seeds = sorted(set(cells[(dataset, backbone, til)]) & set(cells[(dataset, backbone, other)]))
+        t, p = common.paired_ttest([cells[(dataset, backbone, til)][s]["test_recall@20"] for s in seeds],
+                                   [cells[(dataset, backbone, other)][s]["test_recall@20"] for s in seeds])
+        what = "BPR" if other == "bpr" else f"the best other baseline ({other})"
+        out.append(f"\n{til} vs {what}, test Recall@20, {len(seeds)} paired seed(s): "
+                   + (f"t = {t:.2f}, p = {p:.3g}" if len(seeds) > 1 else "one seed, no test"))
+    out.append("")
   text = "\n".join(out)
   common.write_csv(os.path.join(a.root, "table1.csv"), rows)
   common.write_text(os.path.join(a.root, "table1.md"), text)
+  if a.csv:
+    common.write_csv(a.csv, rows)
   return text
 
 
@@ -174,6 +189,8 @@ def parse(argv):
   p.add_argument("--root", default="runs/table1")
   p.add_argument("--grid", action="store_true", help="grid search on valid first (section 5.4)")
   p.add_argument("--grid-budget", type=int, default=4, help="grid points per cell")
+  p.add_argument("--csv", default="", help="also write the rows here (results/table1_converged.csv)")
+  p.add_argument("--report-only", action="store_true", help="report the finished cells, run none")
   a = p.parse_args(argv)
   a.datasets = [d for d in a.datasets.split(",") if d]
   a.backbones = [b for b in a.backbones.split(",") if b]
@@ -193,7 +210,7 @@ def parse(argv):
 def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
-  print(report(a, run(a)))
+  print(report(a, collect(a.root, a.budget, a.grid) if a.report_only else run(a)))
   return 0
 
 

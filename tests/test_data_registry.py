@@ -237,10 +237,49 @@ def test_real_ml100k_ratings(tmp_path):
   want = [rating[(u, i)] for u, i in zip(uid[tu].tolist(), ds.item_ids[ti].tolist(), strict=True)]
   assert np.array_equal(ds.extras["rating"], want) and min(want) >= 4
   n_pos = ds.train.nnz + ds.valid.nnz + ds.test.nnz
-  assert 55_375 - 200 < n_pos <= 55_375  # only cold valid/test items dropped
+  assert n_pos == 55_375  # every rating >= 4 of u.data, held-out cold items included
   assert ds.extras["low_rated"].nnz + n_pos <= 100_000
   c.keep_all_ratings = True
   full = load_dataset(c)
   assert set(np.unique(full.extras["rating"]).tolist()) == {1, 2, 3, 4, 5}
-  assert 100_000 - 200 < full.train.nnz + full.valid.nnz + full.test.nnz <= 100_000
+  assert full.train.nnz + full.valid.nnz + full.test.nnz == 100_000
   assert len(os.listdir(tmp_path / "processed")) == 2
+
+
+def test_cold_held_out_items_are_targets_unless_dropped(tmp_path):
+  """A valid/test item with no training interaction stays in the split (a miss unless ranked);
+  eval.drop_cold_items=True drops it, and the run names the data it read."""
+  from configs import default
+  from til_jax.data.dataset import drop_cold_items
+  from til_jax.evaluation import Evaluator
+  folder = tmp_path / "mine" / "split-811-seed0"
+  folder.mkdir(parents=True)
+  (folder / "train.txt").write_text("0 0 1\n1 1 2\n2 0 2\n")
+  (folder / "valid.txt").write_text("0 3\n1 0\n")      # item 3 is never trained on
+  (folder / "test.txt").write_text("2 1\n")
+  c = default.get_config()
+  c.data.path = str(folder)
+  ds = load_dataset(c.data)
+  assert (ds.name, ds.source) == ("mine/split-811-seed0", str(folder))
+  assert ds.n_items == 4 and ds.valid.nnz == 2
+  dropped, counts = drop_cold_items(ds)
+  assert dropped.valid.nnz == 1 and counts == {"valid": 1, "test": 0}
+  # user 0's only target (item 3) scored last: a miss that counts
+  scores = np.array([[0, 0, 0, -9.0], [0, 5.0, 0, 0], [0, 0, 0, 0]], np.float32)
+  ev = Evaluator(ds, "valid", ks=(1,))
+  assert ev(lambda p, users: p[users], np.asarray(scores))["recall@1"] == pytest.approx(0.5)
+
+
+def test_lastfm_is_lightgcn_pytorchs_split_and_its_raw_files_parse(tmp_path):
+  """`lastfm` = shared/data/lastfm (SOURCE.md counts); the raw TSV files (1-based ids, float
+  weights in scientific notation) read through the `lightgcn-pytorch` format."""
+  from configs import lastfm_mf
+  from til_jax.data.readers import read_interactions
+  real("lastfm", "split-811-seed0")
+  c = lastfm_mf.get_config()
+  c.data.root = os.path.dirname(data_path("lastfm"))
+  ds = load_dataset(c.data)
+  assert (ds.name, ds.n_users, ds.n_items) == ("lastfm", 1880, 4489)
+  assert (ds.train.nnz, ds.valid.nnz, ds.test.nnz) == (42_076, 5_293, 5_299)
+  raw = read_interactions(real("lastfm", "data1.txt.gz"), "lightgcn-pytorch")
+  assert len(raw) > 40_000 and int(np.min(raw.items)) == 1

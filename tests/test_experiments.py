@@ -42,7 +42,12 @@ def test_table1_runner_is_restartable_and_reports(tmp_path, capsys):
   assert {r["method"] for r in rows} == {"bpr", "tce", "til_mi"}
   assert all(r["budget"] == "tiny" for r in rows)
   md = open(os.path.join(root, "table1.md")).read()
-  assert "synthetic x mf" in md and "budget: tiny" in md and "TIL-MI vs the best baseline (" in md
+  assert "synthetic x mf" in md and "budget: tiny" in md
+  assert "til_mi vs BPR" in md and "til_mi vs the best other baseline (tce)" in md
+  # tiny = 2 epochs: every cell stopped at its maximum, and the report says so
+  assert all(r["stop"] == "max_epochs" for r in rows) and "(not converged: 1/1)" in md
+  assert {"best_epoch", "epochs", "stop", "valid_recall@20", "test_recall@20", "test_ndcg@20",
+          "train_seconds", "commit"} <= set(rows[0])
   # A second call reads the finished cells instead of training again.
   capsys.readouterr()
   assert table1.main(args) == 0

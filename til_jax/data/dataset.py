@@ -136,12 +136,14 @@ class Dataset:
   extras: dict[str, Any] = dataclasses.field(default_factory=dict)
   user_ids: np.ndarray | None = None
   item_ids: np.ndarray | None = None
+  source: str = ""  # the folder or file(s) the data was read from ("" for generated data)
 
   NOT_ALIGNED = ("low_rated_rating",)
 
   def summary(self) -> str:
-    return (f"{self.name}: {self.n_users} users, {self.n_items} items, "
-            f"train {self.train.nnz}, valid {self.valid.nnz}, test {self.test.nnz}")
+    return (f"{self.name}{f' ({self.source})' if self.source else ''}: {self.n_users} users, "
+            f"{self.n_items} items, train {self.train.nnz}, valid {self.valid.nnz}, "
+            f"test {self.test.nnz}")
 
   def replace(self, **kw) -> Dataset:
     return dataclasses.replace(self, **kw)
@@ -184,3 +186,19 @@ def split_meta(dataset, fraction: float, seed: int):
     return CSR.from_pairs(users[m], items[m], dataset.n_users, dataset.n_items)
   return dataset.replace(valid=mk(~meta), extras={**dataset.extras, "meta": mk(meta),
                                                   "valid_full": dataset.valid})
+
+
+def drop_cold_items(dataset: Dataset) -> tuple[Dataset, dict[str, int]]:
+  """Valid and test without the interactions whose item has no training interaction, and how
+  many each lost (`config.eval.drop_cold_items`; by default such items are targets like any
+  other: in the catalogue, scored, a miss unless ranked)."""
+  seen = np.zeros(dataset.n_items, bool)
+  seen[dataset.train.indices] = True
+  out, dropped = {}, {}
+  for part in ("valid", "test"):
+    csr = getattr(dataset, part)
+    u, i = csr.to_pairs()
+    keep = seen[i]
+    dropped[part] = int((~keep).sum())
+    out[part] = CSR.from_pairs(u[keep], i[keep], dataset.n_users, dataset.n_items)
+  return dataset.replace(**out), dropped

@@ -12,7 +12,7 @@ Pipeline (`preprocess`), in this order:
      lexicographic for strings); the original ids are kept in Dataset.user_ids / item_ids;
   5. per-user random split (`split_per_user`), the procedure of the staged split-811-seed0
      folders (re-splitting the raw Gowalla / Amazon-CD files with seed 0 reproduces them exactly);
-  6. a `Dataset` with CSRs; valid/test interactions whose item never occurs in train are dropped
+  6. a `Dataset` with CSRs; valid/test interactions whose item never occurs in train are kept
      (logged) - the rule of `registry.from_split_pairs`.
 
 Cache (`load_or_build`): `<cache_dir>/processed/<name>-<key>.npz`, key = SHA-256 of the source files'
@@ -160,8 +160,9 @@ def build_dataset(name: str, users: np.ndarray, items: np.ndarray, part: np.ndar
                   source: str = "", **kw) -> Dataset:
   """A Dataset from per-interaction arrays [n] (users, items, part 0/1/2) and per-interaction
   values [n] of which the train entries go into extras, aligned with train.to_pairs().
-  Valid/test interactions with an item unseen in train are dropped (logged). `kw` go to Dataset
-  (user_ids, item_ids, extras)."""
+  Valid/test interactions with an item unseen in train are kept (counted in the log; the
+  evaluation option `eval.drop_cold_items` drops them). `kw` go to Dataset (user_ids, item_ids,
+  extras)."""
   users = np.asarray(users, np.int64)
   items = np.asarray(items, np.int64)
   tr = part == 0
@@ -175,9 +176,8 @@ def build_dataset(name: str, users: np.ndarray, items: np.ndarray, part: np.ndar
     m = part == p
     cold = m & ~seen[items]
     if cold.any():
-      logging.info("%s: dropped %d %s interactions with items unseen in train", source or name,
-                   int(cold.sum()), nm)
-    m &= ~cold
+      logging.info("%s: %d %s interactions have an item with no training interaction (kept as "
+                   "targets)", source or name, int(cold.sum()), nm)
     splits[nm] = CSR.from_pairs(users[m], items[m], n_users, n_items)
   extras = dict(kw.pop("extras", {}))
   if train_values:

@@ -40,7 +40,8 @@ import numpy as np
 from til_jax.errors import ConfigError, InputError
 
 INT32_MAX = int(np.iinfo(np.int32).max)
-FORMATS = ("lightgcn", "movielens", "movielens-1m", "csv", "tsv", "recbole", "lastfm-2k", "lastfm-360k")
+FORMATS = ("lightgcn", "movielens", "movielens-1m", "csv", "tsv", "recbole", "lastfm-2k",
+           "lightgcn-pytorch", "lastfm-360k")
 
 _INT_TOK = re.compile(r"-?[0-9]+")
 _INT_LINE = re.compile(r"[ \t]*[0-9]+(?:[ \t]+[0-9]+)*[ \t]*")
@@ -523,6 +524,13 @@ def read_lastfm_2k(path: str) -> Interactions:
   return _read_delimited(path, "\t", cols, "exact", expected_header=("userID", "artistID", "weight"))
 
 
+def read_lightgcn_pytorch(path: str) -> Interactions:
+  """LightGCN-PyTorch's Last.fm files (data1.txt, test1.txt): `user<TAB>item<TAB>weight`, no
+  header, 1-based ids (remapped like any other), the weight a float (scientific notation too)."""
+  cols = [_Col("user", "int"), _Col("item", "int"), _Col("plays", "float")]
+  return _read_delimited(path, "\t", cols, "none")
+
+
 def read_lastfm_360k(path: str) -> Interactions:
   cols = [_Col("user", "str"), _Col("item", "str?"), _Col("name", "str?"), _Col("plays", "float")]
   return _read_delimited(path, "\t", cols, "none")
@@ -536,6 +544,7 @@ READERS = {
     "tsv": lambda p: read_csv(p, "\t"),
     "recbole": read_recbole,
     "lastfm-2k": read_lastfm_2k,
+    "lightgcn-pytorch": read_lightgcn_pytorch,
     "lastfm-360k": read_lastfm_360k,
 }
 

@@ -2,10 +2,12 @@
 
 `load_dataset(config.data)` reads these fields of the `data` section (defaults in brackets):
 
-  name (str) ["gowalla"]       gowalla | amazon-cd | ml-100k | lastfm-2k | lastfm-360k | synthetic.
+  name (str) ["gowalla"]       gowalla | amazon-cd | lastfm | ml-100k | lastfm-2k | lastfm-360k |
+                               synthetic.
   path (str) [""]              a pre-split folder (train/valid/test .txt[.gz]) or a single
                                interaction file (preprocessed and split like a named dataset);
-                               overrides `name`, which then only names the dataset.
+                               overrides `name`: the dataset is then named after the path
+                               (`name_of_path`) and reports the path as its `source`.
   format (str) ["auto"]        reader format of a single file given by `path` (readers.FORMATS;
                                "auto" guesses from the file name).
   root (str) [""]              first data root to look in (then $TIL_DATA_DIR, then cache_dir).
@@ -59,6 +61,8 @@ from til_jax.data.readers import Interactions, read_interactions, read_split_dir
 from til_jax.errors import ConfigError, InputError
 
 _LIGHTGCN = "https://raw.githubusercontent.com/kuandeng/LightGCN/b067ec05f16a24e0e1efe63cd82385f0c469af20"
+_LIGHTGCN_PT = ("https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/"
+                "947ca2b3b1d2d3545b114145710cb06c4e57b3d2/data/lastfm")
 _RECZOO = "https://raw.githubusercontent.com/reczoo/RecZoo/fd2379d3b5df99d23513a8c423c083d27a45126d"
 
 
@@ -95,6 +99,15 @@ SPECS = {
                member_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
                source="member sha256 computed from the staged unmodified u.data; archive md5 as "
                       "published in several public download scripts"),)),
+    # LightGCN-PyTorch's Last.fm (HetRec lastfm-2k filtered to 4,489 artists): the project's
+    # Last.fm (a stand-in for the paper's, which came from Last.fm-360K).
+    "lastfm": Spec("lastfm", ("data1.txt", "test1.txt"), "lightgcn-pytorch", (
+        Remote(f"{_LIGHTGCN_PT}/data1.txt", "data1.txt",
+               sha256="c82af3228cbbda2f55a39244de09ed93292894f1d0d9f1908ebb57e27598fded",
+               source="computed from the staged copy (git blob 35bf4551, shared/data/lastfm/SOURCE.md)"),
+        Remote(f"{_LIGHTGCN_PT}/test1.txt", "test1.txt",
+               sha256="de4417c0e6123284ce59a0934bcf5288ec1ec8774a18a1eef453c9952dfa48f9",
+               source="computed from the staged copy (git blob c4227df6)"))),
     "lastfm-2k": Spec("lastfm-2k", ("user_artists.dat",), "lastfm-2k", (
         Remote("https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip",
                "user_artists.dat", member="user_artists.dat",
@@ -144,8 +157,8 @@ def from_split_pairs(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]],
                      source: str) -> Dataset:
   """Builds a Dataset from raw (users, items) per split, ids used as they are.
 
-  Rule for cold items: a valid/test interaction whose item never occurs in train is dropped
-  (it cannot be ranked meaningfully), and the count is logged.
+  Held-out interactions whose item never occurs in train are kept (the item is in the catalogue
+  and scored; `config.eval.drop_cold_items` drops them at evaluation); their count is logged.
   """
   n_users = 1 + max(int(p[0].max(initial=-1)) for p in parts.values())
   n_items = 1 + max(int(p[1].max(initial=-1)) for p in parts.values())
@@ -157,16 +170,27 @@ def from_split_pairs(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]],
   out = {}
   for part in ("valid", "test"):
     u, i = parts[part]
-    keep = seen[i]
-    if (~keep).any():
-      logging.warning("%s: dropped %d %s interactions with items unseen in train",
-                      source, int((~keep).sum()), part)
-    out[part] = CSR.from_pairs(u[keep], i[keep], n_users, n_items)
+    cold = int((~seen[i]).sum())
+    if cold:
+      logging.info("%s: %d %s interactions have an item with no training interaction (kept as "
+                   "targets)", source, cold, part)
+    out[part] = CSR.from_pairs(u, i, n_users, n_items)
   tk = train.keys()
   for part in ("valid", "test"):
     if isin_sorted(out[part].keys(), tk).any():
       raise InputError(f"{source}: {part} shares interactions with train")
-  return Dataset(name=name, n_users=n_users, n_items=n_items, train=train, **out)
+  return Dataset(name=name, n_users=n_users, n_items=n_items, train=train, source=source, **out)
+
+
+def name_of_path(path: str) -> str:
+  """A dataset's name from its path: the folder (or file stem), with its parent when the folder
+  is a split of a dataset (`.../lastfm/split-811-seed0` -> `lastfm/split-811-seed0`)."""
+  path = os.path.normpath(os.path.abspath(path))
+  base = os.path.basename(path)
+  if os.path.isfile(path):
+    return base.split(".")[0]
+  parent = os.path.basename(os.path.dirname(path))
+  return f"{parent}/{base}" if base.startswith("split") and parent else base
 
 
 def load_split_folder(folder: str, name: str | None = None) -> Dataset:
@@ -241,8 +265,10 @@ def load_raw(name: str, paths: tuple[str, ...], fmt: str, settings: Settings,
   def build():
     inter = Interactions.concat([read_interactions(p, fmt) for p in paths])
     return preprocess(inter, name, settings)
-  key = {**settings.as_dict(), "name": name, "format": fmt}
-  return load_or_build(name, paths, key, build, cache_dir)
+  # "cold": held-out items without training interactions are kept (2026-12-01); the field
+  # makes caches built before that change miss.
+  key = {**settings.as_dict(), "name": name, "format": fmt, "cold": "kept"}
+  return load_or_build(name, paths, key, build, cache_dir).replace(source=", ".join(paths))
 
 
 def load_dataset(data_cfg) -> Dataset:
@@ -255,13 +281,13 @@ def load_dataset(data_cfg) -> Dataset:
   path = data_cfg.get("path") or ""
   cache_dir = data_cfg.get("cache_dir") or None
   if path:
-    if os.path.isdir(path):
-      return load_split_folder(path, name or None)
     if not os.path.exists(path):
       raise InputError(f"{path}: no such file or folder (config.data.path)")
+    source = os.path.abspath(path)
+    if os.path.isdir(path):
+      return load_split_folder(source, name_of_path(path))
     fmt = data_cfg.get("format", "auto") or "auto"
-    return load_raw(name or os.path.basename(path).split(".")[0], (path,), fmt, _settings(data_cfg),
-                    cache_dir)
+    return load_raw(name_of_path(path), (source,), fmt, _settings(data_cfg), cache_dir)
   if name == "synthetic":
     from til_jax.data.synthetic import make_synthetic
     syn = data_cfg.get("synthetic", None)
@@ -277,5 +303,6 @@ def load_dataset(data_cfg) -> Dataset:
   if res.kind == "split":
     if int(data_cfg.get("kcore", 0)) > 1:
       logging.warning("%s: config.data.kcore is not applied to the pre-split folder %s", name, res.paths[0])
-    return load_split_folder(res.paths[0], name)
-  return load_raw(name, res.paths, SPECS[name].fmt, _settings(data_cfg), cache_dir)
+    return load_split_folder(os.path.abspath(res.paths[0]), name)
+  return load_raw(name, tuple(os.path.abspath(p) for p in res.paths), SPECS[name].fmt,
+                  _settings(data_cfg), cache_dir)

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from til_jax import optim, parallel
-from til_jax.data.dataset import split_meta
+from til_jax.data.dataset import drop_cold_items, split_meta
 from til_jax.data.noise import inject_noise
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
@@ -53,6 +53,10 @@ def build(config, dataset=None):
   `dataset`: use this one instead of loading `config.data` (noise and splits still applied)."""
   if dataset is None:
     dataset = load_dataset(config.data)
+  if config.eval.drop_cold_items:  # the old protocol, as an explicit option
+    dataset, dropped = drop_cold_items(dataset)
+    log.info("eval.drop_cold_items: dropped %d valid and %d test interactions whose item has no "
+             "training interaction", dropped["valid"], dropped["test"])
   if config.data.noise != "none":
     dataset = inject_noise(dataset, config.data.noise, float(config.data.noise_rate),
                            int(config.data.noise_seed))
@@ -192,7 +196,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _check_workdir(config, workdir, primary)
   t_setup = time.time()
   dataset, model, method, consts = build(config)
-  log.info("%s | backbone %s | method %s", dataset.summary(), model.name, method.name)
+  log.info("%s | backbone %s | method %s | budget %s", dataset.summary(), model.name, method.name,
+           config.budget)
   dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
   if dp.size > 1 or jax.process_count() > 1:
     log.info("data parallel: %d devices in %d process(es), %s, batch %d per device",
@@ -230,9 +235,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     os.remove(jsonl)
   bar = _progress(max_epochs, meta["epoch"]) if primary else None
   log.info("setup %.1fs", time.time() - t_setup)
-  stop_reason = "max_epochs"
+  # "patience" (stopped early: the run converged by the protocol) or "max_epochs"
+  stop_reason = "patience" if meta["bad_epochs"] >= patience else "max_epochs"
   with _Signals() as sigs:
-    while meta["epoch"] < max_epochs:
+    while meta["epoch"] < max_epochs and stop_reason != "patience":
       epoch = meta["epoch"]
       t0 = time.time()
       # host-side hooks see the state as is in one process (jax ops follow its shardings; no
@@ -292,7 +298,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
           or epoch + 1 == max_epochs:
         ckpt.save(epoch + 1, state, meta, best=is_best)
       if done:
-        stop_reason = f"early stop: no better valid {metric} for {patience} epochs"
+        stop_reason = "patience"
+        log.info("early stop at epoch %d: no better valid %s for %d epochs (best %.4f at %d)",
+                 epoch + 1, metric, patience, meta["best"], meta["best_epoch"])
         break
       if sigs.received:
         ckpt.close()
@@ -308,7 +316,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     best_state = state
   ckpt.close()
   final = {
-      "dataset": dataset.name, "backbone": model.name, "method": method.name,
+      "dataset": dataset.name, "data_source": dataset.source, "backbone": model.name,
+      "method": method.name,
       "seed": int(config.seed), "best_epoch": int(meta["best_epoch"]), "epochs": int(meta["epoch"]),
       "train_seconds": round(meta["train_seconds"], 2), "stop": stop_reason,
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
