@@ -22,6 +22,8 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       stream=sys.stderr, force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
+  # JAX reports at INFO each accelerator plugin it does not find (libtpu on every CPU machine)
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   from til_jax.train.loop import train_and_evaluate
   from til_jax.train.report import format_table
   cfg = flags.FLAGS.config
