@@ -12,8 +12,10 @@ def test_quick_suite_writes_every_key(tmp_path):
   out = tmp_path / "q.json"
   assert run.main(["--suite=quick", f"--out={out}"]) == 0
   r = json.loads(out.read_text())
-  for key in ("bpr_mf_step_ms", "til_ui_mf_step_ms", "til_mi_mf_step_ms", "eval_gowalla_s",
-              "bpr_mf_epoch_s", "lightgcn_epoch_s", "ratios", "machine", "records"):
+  for key in ("bpr_mf_step_ms", "til_ui_mf_step_ms", "til_mi_mf_step_ms", "eval_valid_s",
+              "bpr_mf_epoch_s", "lightgcn_epoch_s", "bpr_mf_epoch_sparse_adam_s",
+              "bpr_mf_step_large_adam_ms", "bpr_mf_step_large_sparse_adam_ms", "ratios", "machine",
+              "records", "load_average_start", "load_average_end"):
     assert key in r, key
   for rec in r["records"]:
     assert {"name", "median_ms", "p10_ms", "p90_ms", "peak_rss_mb"} <= set(rec)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from til_jax import objectives
+from til_jax import objectives, rows
 from til_jax.data.dataset import Dataset
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
 from til_jax.models.base import triplet_scores
@@ -61,6 +61,20 @@ def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: s
   return apply_grads(state, tx, loss, pmean(grads, axis_name))
 
 
+def sparse_bpr_step(state: TrainState, batch, model, graph, tx, l2: float, optim):
+  """One BPR step on the rows the batch touches (`til_jax.rows`): the same loss as `bpr_step`,
+  Adam's moments and parameters moved on those rows only (sparse_adam)."""
+  mp = state.params["model"]
+  view, b = rows.row_view(mp, batch, model.row_tables)
+  loss, g = jax.value_and_grad(
+      lambda v: bpr_objective({"model": v}, model, graph, b, l2))(view)
+  index = {"model": {t: batch[f"rows_{t}"] for t in model.row_tables}}
+  params, opt_state = rows.adam_rows({"model": g}, state.opt_state, state.params, index,
+                                     float(optim.lr), eps=float(optim.eps))
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(g)}
+  return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+
 def plain_state(params, tx) -> TrainState:
   """A TrainState for a method without a weight generator or other state."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -79,6 +93,11 @@ class BPR:
     self.l2 = float(config.optim.l2)
     self.batch_size = int(config.train.batch_size)
     self.sampler = UniformNegativeSampler(dataset.train)
+    # The row-sparse step: sparse_adam on a backbone that declares its row tables (plain BPR only;
+    # every other case is a dense step, where sparse_adam's update is Adam's).
+    self.row_sparse = (config.optim.name == "sparse_adam" and model.row_tables is not None
+                       and type(self).update is BPR.update)
+    self.optim = config.optim
 
   @classmethod
   def prepare_data(cls, dataset: Dataset, config) -> Dataset:
@@ -92,7 +111,7 @@ class BPR:
   def supports_axis_name(self) -> bool:
     """Whether `update` reduces over `axis_name`: true for BPR's own update; a subclass that
     overrides update says so itself."""
-    return type(self).update is BPR.update
+    return type(self).update is BPR.update and not self.row_sparse
 
   def with_axis_name(self, axis_name: str | None):
     """A shallow copy whose update reduces over the mesh axis `axis_name`."""
@@ -107,7 +126,13 @@ class BPR:
     return state
 
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
-    return epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+    if self.row_sparse:
+      b = rows.add_row_index(b, self.model.row_tables, {"user": self.model.n_users,
+                                                         "item": self.model.n_items})
+    return b
 
   def update(self, state, batch, consts):
+    if self.row_sparse:
+      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.optim)
     return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name)

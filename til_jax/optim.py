@@ -7,14 +7,16 @@ import optax
 
 from til_jax.errors import ConfigError
 
-MODEL_OPTIMIZERS = ("adam", "sgd")
+MODEL_OPTIMIZERS = ("adam", "sparse_adam", "sgd")
 
 
 def model_optimizer(optim) -> optax.GradientTransformation:
-  """OPT_Theta from `config.optim`: Adam (the paper) or plain SGD."""
+  """OPT_Theta from `config.optim`: Adam (the paper), plain SGD, or sparse_adam, whose state is
+  Adam's: the row-sparse step (`til_jax.rows.adam_rows`) updates it on the touched rows only, and
+  a step on dense gradients (methods and backbones without a row-sparse step) is Adam's."""
   if optim.name == "sgd":
     return optax.sgd(float(optim.lr))
-  if optim.name == "adam":
+  if optim.name in ("adam", "sparse_adam"):
     return optax.adam(float(optim.lr), eps=float(optim.eps))
   raise ConfigError(f"config.optim.name: {optim.name!r}; allowed: {', '.join(MODEL_OPTIMIZERS)}")
 

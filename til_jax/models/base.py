@@ -12,6 +12,9 @@ are pure functions of their arguments:
   pair_score(params, u, i) -> [B]                      score from representations (dot for MF)
   full_scores(params, reprs, users) -> [c, n_items]    scores of every item for a user chunk
   l2(params, graph, users, pos, neg) -> scalar         L2 of the batch's ego rows, per triplet
+  row_tables: {table: batch keys} or None              the row-indexed parameter tables and the
+      batch ids that index them, when the batch functions read no other rows of them (MF,
+      NeuMF); the row-sparse step (`til_jax.rows`) needs it, None trains on the dense path
 
 A user's own JAX model implements the same methods (subclass `Backbone` for the defaults) and
 every method of the library (BPR, TIL, baselines) trains it.
@@ -47,6 +50,7 @@ class Backbone:
   dim: int = 64
 
   name = "backbone"
+  row_tables = None  # see the module docstring
 
   def init(self, key) -> Params:
     raise NotImplementedError

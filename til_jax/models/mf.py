@@ -14,6 +14,7 @@ from til_jax.registry import BACKBONES
 @dataclasses.dataclass(frozen=True)
 class MF(Backbone):
   name = "mf"
+  row_tables = {"user": ("users",), "item": ("pos", "neg")}
 
   def init(self, key):
     ku, ki = jax.random.split(key)

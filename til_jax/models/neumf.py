@@ -52,6 +52,7 @@ class NeuMF(Backbone):
   mlp_layers: tuple = (64, 32, 16)
 
   name = "neumf"
+  row_tables = {"user": ("users",), "item": ("pos", "neg")}
 
   def __post_init__(self):
     layers = tuple(int(h) for h in self.mlp_layers)

@@ -1,0 +1,136 @@
+"""The row-sparse engine (til_jax.rows): host row index, lazy Adam against NumPy, SGD equal to
+dense, and the sparse BPR step against the dense one."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from til_jax import rows
+from til_jax.bpr import bpr_objective, sparse_bpr_step
+from til_jax.models import MF
+from til_jax.state import TrainState
+
+N_USERS, N_ITEMS, DIM, B = 6, 9, 3, 5
+
+
+def batches(seed=0, steps=4):
+  rng = np.random.default_rng(seed)
+  b = {"users": rng.integers(0, N_USERS, (steps, B)), "pos": rng.integers(0, N_ITEMS, (steps, B)),
+       "neg": rng.integers(0, N_ITEMS, (steps, B)), "mask": np.ones((steps, B), bool)}
+  b["users"][:, 1] = b["users"][:, 0]            # repeated ids in every step
+  b["neg"][:, 2] = b["pos"][:, 2]                # the same item as a positive and a negative
+  b["mask"][-1, -1] = False
+  return rows.add_row_index(b, MF.row_tables, {"user": N_USERS, "item": N_ITEMS})
+
+
+def test_row_index_is_the_distinct_ids_and_their_inverse():
+  b = batches()
+  for s in range(b["users"].shape[0]):
+    for table, keys, n in (("user", ("users",), N_USERS), ("item", ("pos", "neg"), N_ITEMS)):
+      ids = np.concatenate([b[k][s] for k in keys])
+      r = b[f"rows_{table}"][s]
+      uniq = np.unique(ids)
+      assert r.shape == (min(len(ids), n),)
+      np.testing.assert_array_equal(r[: uniq.size], uniq)
+      assert (r[uniq.size:] == n).all()           # padding: the out-of-range id, dropped later
+      for k in keys:
+        np.testing.assert_array_equal(r[b[f"inv_{k}"][s]], b[k][s])
+
+
+def numpy_lazy_adam(p, m, v, t, idx, g, lr, b1=0.9, b2=0.999, eps=1e-8):
+  """Reference: rows idx (distinct) with gradients g; every other row untouched."""
+  p, m, v = p.copy(), m.copy(), v.copy()
+  m[idx] = b1 * m[idx] + (1 - b1) * g
+  v[idx] = b2 * v[idx] + (1 - b2) * g * g
+  p[idx] -= lr * (m[idx] / (1 - b1 ** t)) / (np.sqrt(v[idx] / (1 - b2 ** t)) + eps)
+  return p, m, v
+
+
+def test_sparse_adam_matches_numpy_over_steps_with_repeated_ids():
+  """Several sparse BPR steps = the NumPy lazy Adam fed with the dense gradient's nonzero rows
+  (a repeated id's gradients summed); untouched rows keep parameters and moments."""
+  model = MF(N_USERS, N_ITEMS, DIM)
+  b = batches(1, steps=5)
+  params = {"model": model.init(jax.random.key(0))}
+  tx = optax.adam(1e-2)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}, {}, {})
+  optim = type("O", (), {"lr": 1e-2, "eps": 1e-8})
+  ref = {k: (np.asarray(params["model"][k], np.float64), np.zeros((n, DIM)), np.zeros((n, DIM)))
+         for k, n in (("user", N_USERS), ("item", N_ITEMS))}
+  step = jax.jit(lambda st, bt: sparse_bpr_step(st, bt, model, {}, tx, 0.1, optim))
+  for s in range(5):
+    bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
+    dense = {k: jnp.asarray(v[s]) for k, v in b.items() if k in ("users", "pos", "neg", "mask")}
+    cur = {"model": {k: jnp.asarray(ref[k][0], jnp.float32) for k in ref}}
+    g = jax.grad(bpr_objective)(cur, model, {}, dense, 0.1)["model"]
+    prev = state
+    state, _ = step(state, bt)
+    for k, keys in MF.row_tables.items():
+      touched = np.unique(np.concatenate([b[x][s] for x in keys]))
+      ref[k] = numpy_lazy_adam(*ref[k], s + 1, touched, np.asarray(g[k], np.float64)[touched], 1e-2)
+      untouched = np.setdiff1d(np.arange(ref[k][0].shape[0]), touched)
+      before = state.params["model"][k]
+      np.testing.assert_allclose(np.asarray(before), ref[k][0], rtol=2e-5, atol=2e-6, err_msg=k)
+      np.testing.assert_allclose(np.asarray(state.opt_state[0].mu["model"][k]), ref[k][1],
+                                 rtol=1e-4, atol=1e-8)
+      for a, c in ((state.opt_state[0].nu, prev.opt_state[0].nu), (state.params, prev.params)):
+        # a row this step did not touch: parameters and moments exactly held, not decayed
+        np.testing.assert_array_equal(np.asarray(a["model"][k])[untouched],
+                                      np.asarray(c["model"][k])[untouched])
+  assert int(state.opt_state[0].count) == 5
+
+
+def test_sparse_and_dense_adam_agree_on_the_first_step_and_differ_after():
+  model = MF(N_USERS, N_ITEMS, DIM)
+  b = batches(2, steps=2)
+  params = {"model": model.init(jax.random.key(1))}
+  tx = optax.adam(1e-2)
+  optim = type("O", (), {"lr": 1e-2, "eps": 1e-8})
+  sp = dn = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}, {}, {})
+  from til_jax.bpr import bpr_step
+  for s in range(2):
+    bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
+    sp, m_sp = sparse_bpr_step(sp, bt, model, {}, tx, 1e-4, optim)
+    dn, m_dn = bpr_step(dn, bt, model, {}, tx, 1e-4)
+    np.testing.assert_allclose(float(m_sp["loss"]), float(m_dn["loss"]), rtol=1e-6)
+    if s == 0:  # zero moments: dense Adam leaves untouched rows where they are too
+      for a, c in zip(jax.tree.leaves(sp.params), jax.tree.leaves(dn.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5, atol=1e-7)
+  # step 2: a user row touched at step 1 only keeps moving under dense Adam (its moment decays
+  # but is not zero), and stays put under sparse Adam
+  only_first = np.setdiff1d(b["users"][0], b["users"][1])
+  assert only_first.size
+  moved = np.asarray(dn.params["model"]["user"])[only_first]
+  held = np.asarray(sp.params["model"]["user"])[only_first]
+  assert np.abs(moved - held).max() > 1e-6
+
+
+def test_sparse_sgd_equals_dense_sgd():
+  model = MF(N_USERS, N_ITEMS, DIM)
+  b = batches(3, steps=1)
+  params = {"model": model.init(jax.random.key(2))}
+  bt = {k: jnp.asarray(v[0]) for k, v in b.items()}
+  view, vb = rows.row_view(params["model"], bt, MF.row_tables)
+  g_rows = jax.grad(lambda v: bpr_objective({"model": v}, model, {}, vb, 0.1))(view)
+  sparse = rows.sgd_rows({"model": g_rows}, params, {"model": {t: bt[f"rows_{t}"] for t in
+                                                               MF.row_tables}}, 0.5)
+  g = jax.grad(bpr_objective)(params, model, {}, bt, 0.1)
+  dense = jax.tree.map(lambda p, d: p - 0.5 * d, params, g)
+  for a, c in zip(jax.tree.leaves(sparse), jax.tree.leaves(dense)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["bpr", "til_ui"])
+def test_sparse_adam_trains_through_the_loop(tmp_path, method):
+  """BPR-MF takes the row-sparse step; TIL (no row-sparse step yet) runs its dense one."""
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.train import loop
+  c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=4,
+                  **{"optim.name": "sparse_adam", "optim.lr": 1e-2})
+  _, _, m, _ = loop.build(c)
+  assert m.row_sparse == (method == "bpr")
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert res["valid"]["recall@10"] > 0

@@ -1,0 +1,118 @@
+"""Row-sparse training: steps that read and write only the embedding rows a batch touches.
+
+A backbone declares its row-indexed tables and the batch ids that index them
+(`Backbone.row_tables`, e.g. MF: {"user": ("users",), "item": ("pos", "neg")}); one that does
+not (None, the default: a user's own model, the graph backbones, whose batch reads neighbour
+rows too) trains on the dense path unchanged.
+
+Host (`add_row_index`, vectorised NumPy over a whole epoch): for every step and table T, the
+distinct ids `rows_T` [steps, P_T] (padded to the static size P_T = min(ids per step, n_rows)
+with the out-of-range id n_rows) and, for every batch key k indexing T, `inv_k` [steps, B]: the
+position of batch[k] in rows_T. So the device step needs no `jnp.unique`.
+
+Device (`row_view`): the tables are replaced by their gathered rows [P_T, d] and the batch ids by
+the inverse indices, and the backbone's own triplet_repr / pair_score / l2 run on that view
+unchanged: the same scores and losses as on the full tables, and autodiff of the gather gives
+the gradient of each distinct row, summed over its repeats. `adam_rows` then moves Adam's moments
+and the parameters of those rows only; padded slots (id n_rows) are dropped by the scatter.
+
+Optimizers (`config.optim.name`): `adam` is the paper's dense Adam (every row's moments decay
+at every step: the exact reference path); `sparse_adam` is Adam whose moments and parameters
+change only on the touched rows, with the global step count in the bias correction (the
+semantics of PyTorch's SparseAdam and TF's LazyAdam); `sgd` gives the same parameters either way.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def row_sizes(row_tables: dict, batch_size: int, n_rows: dict) -> dict:
+  """P_T per table: at most every id of a step distinct, at most the table's rows."""
+  return {t: min(len(keys) * batch_size, int(n_rows[t])) for t, keys in row_tables.items()}
+
+
+def add_row_index(batches: dict, row_tables: dict, n_rows: dict) -> dict:
+  """Adds rows_<T> [steps, P_T] and inv_<k> [steps, B] (int32) to epoch arrays [steps, B]."""
+  out = dict(batches)
+  for table, keys in row_tables.items():
+    ids = np.concatenate([np.asarray(batches[k]) for k in keys], axis=1)     # [S, len(keys) B]
+    steps, width = ids.shape
+    order = np.argsort(ids, axis=1, kind="stable")
+    srt = np.take_along_axis(ids, order, axis=1)
+    first = np.ones_like(srt, dtype=bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    rank = np.cumsum(first, axis=1) - 1                                       # slot of each id
+    inv = np.empty_like(rank)
+    np.put_along_axis(inv, order, rank, axis=1)
+    size = min(width, int(n_rows[table]))
+    rows = np.full((steps, size), int(n_rows[table]), np.int64)
+    step_of = np.broadcast_to(np.arange(steps)[:, None], srt.shape)
+    rows[step_of[first], rank[first]] = srt[first]
+    out[f"rows_{table}"] = rows.astype(np.int32)
+    b = np.asarray(batches[keys[0]]).shape[1]
+    for n, k in enumerate(keys):
+      out[f"inv_{k}"] = inv[:, n * b:(n + 1) * b].astype(np.int32)
+  return out
+
+
+def row_view(model_params: dict, batch: dict, row_tables: dict) -> tuple[dict, dict]:
+  """(params with each row table replaced by its gathered rows [P_T, d], the batch with its ids
+  replaced by the inverse indices): what the backbone's functions read instead of the tables."""
+  view = dict(model_params)
+  for table in row_tables:
+    view[table] = jnp.take(model_params[table], batch[f"rows_{table}"], axis=0, mode="fill",
+                           fill_value=0)
+  ids = {k: batch[f"inv_{k}"] for keys in row_tables.values() for k in keys}
+  return view, {**batch, **ids}
+
+
+def _scatter(table, rows, values):
+  return table.at[rows].set(values, mode="drop", unique_indices=True)
+
+
+def adam_rows(grads, opt_state, params, rows, lr: float, b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8):
+  """Lazy Adam on optax.adam's state ((ScaleByAdamState, EmptyState)). `rows` mirrors the dicts
+  of `params` down to the row tables: where it holds an id array r [P] for a table, grads there
+  are [P, d], the gradients of rows r, and only those rows' mu, nu and parameters change; leaves
+  without rows (dense grads) take a plain Adam step. The bias correction uses the global count,
+  as PyTorch's SparseAdam. Returns (params, opt_state)."""
+  adam, rest = opt_state[0], opt_state[1:]
+  count = optax.safe_increment(adam.count)
+  t = count.astype(jnp.float32)
+  c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+
+  def moments(m, v, g):
+    return b1 * m + (1.0 - b1) * g, b2 * v + (1.0 - b2) * g * g
+
+  def param(p, m, v):
+    return p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps)
+
+  def update(p, m, v, g, r):
+    if isinstance(r, dict):
+      out = {k: update(p[k], m[k], v[k], g[k], r.get(k)) for k in p}
+      return tuple({k: o[i] for k, o in out.items()} for i in range(3))
+    if r is None:
+      m2 = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, m, g)
+      v2 = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, v, g)
+      return jax.tree.map(param, p, m2, v2), m2, v2
+    take = lambda x: jnp.take(x, r, axis=0, mode="fill", fill_value=0)
+    m2, v2 = moments(take(m), take(v), g)
+    return _scatter(p, r, param(take(p), m2, v2)), _scatter(m, r, m2), _scatter(v, r, v2)
+
+  new_p, new_m, new_v = update(params, adam.mu, adam.nu, grads, rows)
+  return new_p, (adam._replace(count=count, mu=new_m, nu=new_v), *rest)
+
+
+def sgd_rows(grads, params, rows, lr: float):
+  """Plain SGD on the rows of the row tables and on the dense leaves: equal to dense SGD."""
+  if isinstance(rows, dict):
+    return {k: sgd_rows(grads[k], params[k], rows.get(k), lr) for k in params}
+  if rows is None:
+    return jax.tree.map(lambda p, d: p - lr * d, params, grads)
+  p = jnp.take(params, rows, axis=0, mode="fill", fill_value=0) - lr * grads
+  return _scatter(params, rows, p)
