@@ -143,6 +143,43 @@ class _Signals:
       signal.signal(sig, old)
 
 
+class _Prefetcher:
+  """Epoch e's batches, drawn on the host while the device runs epoch e - 1 (one worker thread).
+
+  Only for methods whose sampling does not read the state (no `on_epoch_start` hook: BPR, the
+  TIL family); the others sample in the loop as before. Either way epoch e draws from
+  default_rng([seed, e]), so the numbers are the same with or without prefetching."""
+
+  def __init__(self, method, seed: int):
+    from til_jax.bpr import BPR
+    self.method, self.seed = method, seed
+    self.enabled = type(method).on_epoch_start is BPR.on_epoch_start
+    self.pool, self.pending = None, None
+
+  def __enter__(self):
+    if self.enabled:
+      import concurrent.futures
+      self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="til-sampler")
+    return self
+
+  def __exit__(self, *exc):
+    if self.pool is not None:
+      self.pool.shutdown(wait=True, cancel_futures=True)
+
+  def _draw(self, epoch: int) -> dict:
+    return self.method.epoch_batches(epoch, np.random.default_rng([self.seed, epoch]))
+
+  def get(self, epoch: int, prefetch_next: bool) -> dict:
+    if self.pending is not None and self.pending[0] == epoch:
+      batches = self.pending[1].result()
+    else:
+      batches = self._draw(epoch)
+    self.pending = None
+    if self.pool is not None and prefetch_next:
+      self.pending = (epoch + 1, self.pool.submit(self._draw, epoch + 1))
+    return batches
+
+
 def _check_workdir(config, workdir: str, primary: bool = True) -> None:
   """Refuses to mix runs: an existing workdir must hold the same config (less checkpoint and
   logging fields), unless config.checkpoint.overwrite is set. Only the primary process writes."""
@@ -237,7 +274,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log.info("setup %.1fs", time.time() - t_setup)
   # "patience" (stopped early: the run converged by the protocol) or "max_epochs"
   stop_reason = "patience" if meta["bad_epochs"] >= patience else "max_epochs"
-  with _Signals() as sigs:
+  sampler = _Prefetcher(method, base_seed)
+  with _Signals() as sigs, sampler:
     while meta["epoch"] < max_epochs and stop_reason != "patience":
       epoch = meta["epoch"]
       t0 = time.time()
@@ -249,7 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if hooked is not view:
         state = dp.put_state(hooked)
       del view, hooked
-      batches = method.epoch_batches(epoch, np.random.default_rng([base_seed, epoch]))
+      batches = sampler.get(epoch, prefetch_next=epoch + 1 < max_epochs)
       step0 = int(parallel.local(state.step))
       state, metrics = run_epoch(state, batches, mesh_consts)
       metrics = jax.device_get(metrics)
