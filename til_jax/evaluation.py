@@ -92,6 +92,54 @@ def _run_chunks(score_fn, params, users, ex_rows, ex_cols, targets, n_targets, k
                      (users, ex_rows, ex_cols, targets, n_targets))
 
 
+def chunk_masks(users: np.ndarray, valid: np.ndarray, exclude: CSR, chunk: int):
+  """The items to mask for users [n_chunks * chunk] (valid: real rows), as flat (row in chunk,
+  item) pairs padded per chunk to the longest chunk (padding rows = chunk, dropped by the
+  scatter): (ex_rows, ex_cols) [n_chunks, width] int32."""
+  n_chunks = users.size // chunk
+  ex_len = np.where(valid, exclude.lengths[users], 0)
+  starts = exclude.indptr[users]
+  row = np.repeat(np.arange(users.size), ex_len)
+  pos = np.arange(row.size) - np.repeat(np.cumsum(ex_len) - ex_len, ex_len)
+  cols = exclude.indices[np.repeat(starts, ex_len) + pos]
+  per_chunk = ex_len.reshape(n_chunks, chunk).sum(axis=1)
+  width = max(int(per_chunk.max(initial=0)), 1)
+  ex_rows = np.full((n_chunks, width), chunk, np.int32)
+  ex_cols = np.zeros((n_chunks, width), np.int32)
+  chunk_of = row // chunk
+  slot = np.arange(row.size) - np.repeat(np.cumsum(per_chunk) - per_chunk, per_chunk)
+  ex_rows[chunk_of, slot] = row % chunk
+  ex_cols[chunk_of, slot] = cols
+  return ex_rows, ex_cols
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _top_chunks(score_fn, params, users, ex_rows, ex_cols, k: int, block: int):
+  def one(a):
+    scores = score_fn(params, a[0]).astype(jnp.float32).at[a[1], a[2]].set(-jnp.inf, mode="drop")
+    items = block_top_k(scores, k, block)
+    return items, jnp.take_along_axis(scores, items, axis=1)
+  return jax.lax.map(one, (users, ex_rows, ex_cols))
+
+
+def top_k(score_fn: ScoreFn, params, users: np.ndarray, exclude: CSR, k: int, chunk: int = 256,
+          block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+  """The k best items of each user of `users` [n] with the items of `exclude` masked, through
+  the evaluation's chunked scorer: (items [n, k] int, scores [n, k] float32), best first, ties
+  to the lower item id. A user with fewer than k unmasked items gets -inf scores at the end."""
+  users = np.asarray(users, np.int64)
+  n = users.size
+  chunk = int(max(1, min(chunk, max(n, 1))))
+  n_chunks = max(1, math.ceil(n / chunk))
+  pad = n_chunks * chunk - n
+  padded = np.concatenate([users, np.zeros(pad, np.int64)]).astype(np.int32)
+  valid = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+  ex_rows, ex_cols = chunk_masks(padded, valid, exclude, chunk)
+  items, scores = _top_chunks(score_fn, params, jnp.asarray(padded.reshape(n_chunks, chunk)),
+                              jnp.asarray(ex_rows), jnp.asarray(ex_cols), int(k), int(block))
+  return (np.asarray(items).reshape(-1, k)[:n], np.asarray(scores).reshape(-1, k)[:n])
+
+
 class Evaluator:
   """Full-ranking evaluator for one dataset split ("valid" or "test").
 
@@ -125,20 +173,7 @@ class Evaluator:
     self.valid = np.concatenate([np.ones(self.n_users, bool), np.zeros(pad, bool)])
     self.users_c = self.users.reshape(n_chunks, self.chunk)
     self.valid_c = self.valid.reshape(n_chunks, self.chunk)
-    # Items to mask, as flat (row in chunk, item) pairs padded per chunk to the longest chunk.
-    ex_len = np.where(self.valid, exclude.lengths[self.users], 0)
-    starts = exclude.indptr[self.users]
-    row = np.repeat(np.arange(self.users.size), ex_len)
-    pos = np.arange(row.size) - np.repeat(np.cumsum(ex_len) - ex_len, ex_len)
-    cols = exclude.indices[np.repeat(starts, ex_len) + pos]
-    per_chunk = ex_len.reshape(n_chunks, self.chunk).sum(axis=1)
-    width = max(int(per_chunk.max(initial=0)), 1)
-    self.ex_rows = np.full((n_chunks, width), self.chunk, np.int32)
-    self.ex_cols = np.zeros((n_chunks, width), np.int32)
-    chunk_of = row // self.chunk
-    slot = np.arange(row.size) - np.repeat(np.cumsum(per_chunk) - per_chunk, per_chunk)
-    self.ex_rows[chunk_of, slot] = row % self.chunk
-    self.ex_cols[chunk_of, slot] = cols
+    self.ex_rows, self.ex_cols = chunk_masks(self.users, self.valid, exclude, self.chunk)
     tg = targets.padded(-1)[self.users]
     self.targets = tg.reshape(n_chunks, self.chunk, -1)
     self.n_targets = lengths[self.users].astype(np.int32).reshape(n_chunks, self.chunk)

@@ -233,6 +233,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _check_workdir(config, workdir, primary)
   t_setup = time.time()
   dataset, model, method, consts = build(config)
+  if primary:
+    save_ids(dataset, workdir)
   log.info("%s | backbone %s | method %s | budget %s", dataset.summary(), model.name, method.name,
            config.budget)
   dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
@@ -366,6 +368,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if config.export_embeddings and primary:
     export_embeddings(model, parallel.local(best_state), consts, workdir)
   return final
+
+
+def save_ids(dataset, workdir: str) -> None:
+  """workdir/ids.npz: the original id of every internal user and item (the data layer's maps;
+  identity when the files' ids were used as they are), for recommendations in the user's ids."""
+  tmp = os.path.join(workdir, ".ids.tmp.npz")
+  ids = {"user_ids": np.arange(dataset.n_users) if dataset.user_ids is None else dataset.user_ids,
+         "item_ids": np.arange(dataset.n_items) if dataset.item_ids is None else dataset.item_ids}
+  np.savez(tmp, **ids)
+  os.replace(tmp, os.path.join(workdir, "ids.npz"))
 
 
 def export_embeddings(model, state, consts, workdir: str) -> None:
