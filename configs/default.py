@@ -97,6 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.drop_cold_items = False  # True: drop held-out items without training interactions
                                   # (the old protocol; they are targets like any other by default)
 
+  c.log = ml_collections.ConfigDict()
+  c.log.tensorboard = True   # event files under <workdir>/tensorboard (tensorboardX)
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 10
   c.checkpoint.keep = 2

@@ -32,7 +32,7 @@ NONNEG_FLOAT = ("optim.l2", "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
 # any device count or backend computes the same numbers within float32 rounding.)
 VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget",
-            "parallel")
+            "parallel", "log")
 
 
 def _get(config, dotted: str):

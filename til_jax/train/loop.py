@@ -36,7 +36,7 @@ from til_jax.evaluation import Evaluator
 from til_jax.models import make_model
 from til_jax.registry import METHODS
 from til_jax.state import TrainState, make_consts
-from til_jax.train import config_check
+from til_jax.train import config_check, tensorboard
 from til_jax.train.checkpoint import Checkpointer
 
 log = logging.getLogger("til_jax")
@@ -196,7 +196,7 @@ def _check_workdir(config, workdir: str, primary: bool = True) -> None:
                         "--config.checkpoint.overwrite=True")
     if old.get("identity") != new and config.checkpoint.overwrite and primary:
       import shutil
-      for sub in ("checkpoints", "best", "metrics.jsonl", "metrics.json"):
+      for sub in ("checkpoints", "best", "metrics.jsonl", "metrics.json", "tensorboard"):
         p = os.path.join(workdir, sub)
         shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (
             os.path.exists(p) and os.remove(p))
@@ -235,8 +235,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   dataset, model, method, consts = build(config)
   if primary:
     save_ids(dataset, workdir)
-  log.info("%s | backbone %s | method %s | budget %s", dataset.summary(), model.name, method.name,
-           config.budget)
+  log.info("%s | backbone %s | method %s | budget %s | devices %d x %s", dataset.summary(),
+           model.name, method.name, config.budget, jax.device_count(), jax.devices()[0].platform)
   dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
   if dp.size > 1 or jax.process_count() > 1:
     log.info("data parallel: %d devices in %d process(es), %s, batch %d per device",
@@ -272,6 +272,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   jsonl = os.path.join(workdir, "metrics.jsonl")
   if restored is None and os.path.exists(jsonl) and primary:
     os.remove(jsonl)
+  board = tensorboard.Writer(workdir, bool(config.log.tensorboard) and primary, meta["epoch"] + 1)
   bar = _progress(max_epochs, meta["epoch"]) if primary else None
   log.info("setup %.1fs", time.time() - t_setup)
   # "patience" (stopped early: the run converged by the protocol) or "max_epochs"
@@ -301,6 +302,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         first = int(np.argmax(bad))
         good = losses[:first][np.isfinite(losses[:first])]
         ckpt.close()
+        board.close()
         raise NonFiniteError(
             f"non-finite loss or gradient at epoch {epoch + 1}, step "
             f"{step0 + first + 1} (loss {losses[first]}); last finite loss "
@@ -325,6 +327,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if primary:
         with open(jsonl, "a") as f:
           f.write(json.dumps(record) + "\n")
+        board.epoch(record)
       line = (f"epoch {epoch + 1:4d} loss {record['loss']:.4f} {seconds:.2f}s"
               + (f" | valid {metric} {record['valid'][metric]:.4f}" if "valid" in record else "")
               + (f" w {record['w_mean']:.3f}+-{record['w_std']:.3f}" if "w_mean" in record else ""))
@@ -344,6 +347,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         break
       if sigs.received:
         ckpt.close()
+        board.close()
         if bar is not None:
           bar.close()
         log.warning("stopped by %s after epoch %d; run the same command to resume",
@@ -363,6 +367,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
       "budget": config.get("budget", ""),
   }
+  board.final(final)
+  board.close()
   if primary:
     _atomic_json(os.path.join(workdir, "metrics.json"), final)
   if config.export_embeddings and primary:

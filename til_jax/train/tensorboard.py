@@ -1,0 +1,51 @@
+"""TensorBoard event files of a run (workdir/tensorboard/), written with tensorboardX.
+
+Per epoch: every training metric of the epoch record (loss, grad_norm, and for TIL outer_loss,
+w_mean, w_std, hypergrad_norm) as `train/<name>`, epoch seconds as `time/epoch_seconds`, and
+every evaluation as `valid/<metric>` (recall@20 as recall_20); at the end the best checkpoint's `test/<metric>` at its
+epoch. A resumed run opens its writer with purge_step = the first epoch it will redo, so
+TensorBoard drops whatever a killed process wrote past its last checkpoint: no duplicate steps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+def _tag(metric: str) -> str:
+  return metric.replace("@", "_")  # TensorBoard tags take no "@": recall@20 -> recall_20
+
+
+class Writer:
+  def __init__(self, workdir: str, enabled: bool, first_epoch: int):
+    self.dir = os.path.join(workdir, "tensorboard")
+    self.writer = None
+    if not enabled:
+      return
+    from tensorboardX import SummaryWriter
+    if first_epoch == 1:  # a fresh run: nothing earlier to keep
+      shutil.rmtree(self.dir, ignore_errors=True)
+    self.writer = SummaryWriter(logdir=self.dir, purge_step=first_epoch, flush_secs=30)
+
+  def epoch(self, record: dict) -> None:
+    if self.writer is None:
+      return
+    step = int(record["epoch"])
+    for k, v in record.items():
+      if k in ("epoch", "phase", "valid", "eval_seconds"):
+        continue
+      if isinstance(v, (int, float)):
+        self.writer.add_scalar("time/epoch_seconds" if k == "seconds" else f"train/{k}", v, step)
+    for k, v in record.get("valid", {}).items():
+      self.writer.add_scalar(f"valid/{_tag(k)}", v, step)
+
+  def final(self, result: dict) -> None:
+    if self.writer is None:
+      return
+    for k, v in result["test"].items():
+      self.writer.add_scalar(f"test/{_tag(k)}", v, int(result["best_epoch"]))
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
