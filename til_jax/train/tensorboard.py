@@ -2,9 +2,10 @@
 
 Per epoch: every training metric of the epoch record (loss, grad_norm, and for TIL outer_loss,
 w_mean, w_std, hypergrad_norm) as `train/<name>`, epoch seconds as `time/epoch_seconds`, and
-every evaluation as `valid/<metric>` (recall@20 as recall_20); at the end the best checkpoint's `test/<metric>` at its
-epoch. A resumed run opens its writer with purge_step = the first epoch it will redo, so
-TensorBoard drops whatever a killed process wrote past its last checkpoint: no duplicate steps.
+every evaluation as `valid/<metric>` (recall@20 as recall_20); at the end the best
+checkpoint's `test/<metric>` at its epoch. A resumed run opens its writer with purge_step =
+the first epoch it will redo, so TensorBoard drops whatever a killed process wrote past its last
+checkpoint: no duplicate steps.
 """
 
 from __future__ import annotations
