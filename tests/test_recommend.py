@@ -57,6 +57,13 @@ def trained(tmp_path_factory):
   p = subprocess.run([sys.executable, *train_cmd[1:], *FAST], cwd=ROOT, env=env,
                      capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-3000:]
+  assert not [line for line in p.stderr.splitlines() if "tpu" in line.lower()]  # a quiet start
+  head = p.stderr.splitlines()[:5]  # the run names its data, sizes, model, budget and devices
+  assert any(all(w in line for w in ("my_data", "users", "backbone mf", "budget quick", "devices"))
+             for line in head), head
+  from tests.test_tensorboard import scalars  # what `tensorboard --logdir` shows
+  curves = scalars(str(tmp / "runs" / "mine" / "tensorboard"))
+  assert curves["train/loss"] == [1, 2, 3] and curves["valid/recall_20"] == [1, 2, 3]
   return tmp, pos, rec_cmd, env
 
 
