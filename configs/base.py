@@ -9,7 +9,7 @@ DATASETS = {"gowalla": "gowalla", "amazon_cd": "amazon-cd", "lastfm": "lastfm",
 
 def make(dataset: str, backbone: str, arg: str | None = None, **overrides):
   """The default config with data.name and model.name set and `overrides` applied; `arg` names a
-  budget (configs/default.py BUDGETS), which then overrides the budget's fields."""
+  budget (configs/default.py BUDGETS), whose fields then win over the overrides."""
   c = default.get_config()
   c.data.name = DATASETS[dataset]
   c.model.name = backbone

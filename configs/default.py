@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dim = 64
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adam"       # adam | sgd: the model's optimizer (OPT_Theta)
+  c.optim.name = "adam"       # adam | sparse_adam | sgd: the model's optimizer (OPT_Theta)
   c.optim.lr = 1e-3
   c.optim.eps = 1e-8         # Adam's epsilon (optax default)
   c.optim.l2 = 1e-4          # on the batch's ego embedding rows, per triplet

@@ -51,9 +51,10 @@ def point_name(point: dict) -> str:
 def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict) -> list[dict]:
   rows = []
   for point, seed in itertools.product(points, seeds):
-    path = os.path.join(root, point_name(point), f"seed{seed}", "metrics.json")
-    if not os.path.exists(path):
-      continue
+    workdir = os.path.join(root, point_name(point), f"seed{seed}")
+    path = os.path.join(workdir, "metrics.json")
+    if not os.path.exists(path) or common.mismatches(workdir, {**fixed, **point, "seed": seed}):
+      continue  # not finished, or trained with other fields ([stale] in the run's output)
     import json
     with open(path) as f:
       m = json.load(f)

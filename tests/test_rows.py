@@ -59,7 +59,7 @@ def test_sparse_adam_matches_numpy_over_steps_with_repeated_ids():
   optim = type("O", (), {"lr": 1e-2, "eps": 1e-8})
   ref = {k: (np.asarray(params["model"][k], np.float64), np.zeros((n, DIM)), np.zeros((n, DIM)))
          for k, n in (("user", N_USERS), ("item", N_ITEMS))}
-  step = jax.jit(lambda st, bt: sparse_bpr_step(st, bt, model, {}, tx, 0.1, optim))
+  step = jax.jit(lambda st, bt: sparse_bpr_step(st, bt, model, {}, 0.1, optim))
   for s in range(5):
     bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
     dense = {k: jnp.asarray(v[s]) for k, v in b.items() if k in ("users", "pos", "neg", "mask")}
@@ -92,7 +92,7 @@ def test_sparse_and_dense_adam_agree_on_the_first_step_and_differ_after():
   from til_jax.bpr import bpr_step
   for s in range(2):
     bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
-    sp, m_sp = sparse_bpr_step(sp, bt, model, {}, tx, 1e-4, optim)
+    sp, m_sp = sparse_bpr_step(sp, bt, model, {}, 1e-4, optim)
     dn, m_dn = bpr_step(dn, bt, model, {}, tx, 1e-4)
     np.testing.assert_allclose(float(m_sp["loss"]), float(m_dn["loss"]), rtol=1e-6)
     if s == 0:  # zero moments: dense Adam leaves untouched rows where they are too

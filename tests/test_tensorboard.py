@@ -43,7 +43,9 @@ def test_curves_and_evaluations_are_written_and_a_resume_appends(tmp_path):
               "train/hypergrad_norm", "time/epoch_seconds"):
     assert s[tag] == [1, 2, 3, 4], (tag, s.get(tag))
   assert s["valid/recall_10"] == [2, 4]       # eval.every = 2
-  assert len(s["test/recall_10"]) == 2          # the end of each of the two invocations
+  assert s["test/recall_10"] == [2, 4]          # the end of each of the two invocations
+  loop.train_and_evaluate(tiny_config(data, "til_ui", epochs=4), work)   # finished: nothing new
+  assert scalars(os.path.join(work, "tensorboard"))["test/recall_10"] == [2, 4]
 
 
 def test_tensorboard_can_be_switched_off(tmp_path):

@@ -61,7 +61,7 @@ def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: s
   return apply_grads(state, tx, loss, pmean(grads, axis_name))
 
 
-def sparse_bpr_step(state: TrainState, batch, model, graph, tx, l2: float, optim):
+def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, optim):
   """One BPR step on the rows the batch touches (`til_jax.rows`): the same loss as `bpr_step`,
   Adam's moments and parameters moved on those rows only (sparse_adam)."""
   mp = state.params["model"]
@@ -134,5 +134,5 @@ class BPR:
 
   def update(self, state, batch, consts):
     if self.row_sparse:
-      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.optim)
+      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.optim)
     return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name)

@@ -19,7 +19,8 @@ and the parameters of those rows only; padded slots (id n_rows) are dropped by t
 Optimizers (`config.optim.name`): `adam` is the paper's dense Adam (every row's moments decay
 at every step: the exact reference path); `sparse_adam` is Adam whose moments and parameters
 change only on the touched rows, with the global step count in the bias correction (the
-semantics of PyTorch's SparseAdam and TF's LazyAdam); `sgd` gives the same parameters either way.
+semantics of PyTorch's SparseAdam and TF's LazyAdam). `sgd_rows` is SGD on the rows, equal to
+dense SGD (tested); the training loop's `sgd` takes the dense step.
 """
 
 from __future__ import annotations
@@ -28,11 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-
-def row_sizes(row_tables: dict, batch_size: int, n_rows: dict) -> dict:
-  """P_T per table: at most every id of a step distinct, at most the table's rows."""
-  return {t: min(len(keys) * batch_size, int(n_rows[t])) for t, keys in row_tables.items()}
 
 
 def add_row_index(batches: dict, row_tables: dict, n_rows: dict) -> dict:
@@ -71,7 +67,8 @@ def row_view(model_params: dict, batch: dict, row_tables: dict) -> tuple[dict, d
 
 
 def _scatter(table, rows, values):
-  return table.at[rows].set(values, mode="drop", unique_indices=True)
+  # the real ids are distinct; the padding (all id n_rows) is out of range and dropped
+  return table.at[rows].set(values, mode="drop")
 
 
 def adam_rows(grads, opt_state, params, rows, lr: float, b1: float = 0.9, b2: float = 0.999,

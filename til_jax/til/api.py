@@ -2,11 +2,13 @@
 
     from configs import default
     from til_jax.state import make_consts
+    from til_jax.til import bilevel
     from til_jax.til.api import TIL
 
     config = default.get_config()                 # the one source of every default
     config.method = "til_mi"
-    til = TIL.from_config(config, model, steps_per_epoch=len(train_users) // 5000 + 1)
+    steps = bilevel.steps_per_epoch(len(train_users), config.train.batch_size)
+    til = TIL.from_config(config, model, steps_per_epoch=steps)
     state = til.init(jax.random.key(0))           # TrainState: params, both optax states, aux
     consts = make_consts(train_users, train_items)   # the training pairs, sorted by user
     update = jax.jit(til.update)

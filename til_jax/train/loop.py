@@ -162,9 +162,9 @@ class _Prefetcher:
       self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="til-sampler")
     return self
 
-  def __exit__(self, *exc):
-    if self.pool is not None:
-      self.pool.shutdown(wait=True, cancel_futures=True)
+  def __exit__(self, exc_type, *exc):
+    if self.pool is not None:  # on an error or a signal, do not wait for a draw in flight
+      self.pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
   def _draw(self, epoch: int) -> dict:
     return self.method.epoch_batches(epoch, np.random.default_rng([self.seed, epoch]))
@@ -238,6 +238,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log.info("%s | backbone %s | method %s | budget %s | devices %d x %s", dataset.summary(),
            model.name, method.name, config.budget, jax.device_count(), jax.devices()[0].platform)
   dp = parallel.DataParallel.from_config(config, rows=(model.n_users, model.n_items))
+  if getattr(method, "row_sparse", False) and (dp.size > 1 or jax.process_count() > 1):
+    raise ConfigError("config.optim.name: sparse_adam's row-sparse step runs on one device for "
+                      "now; use optim.name=adam or parallel.num_devices=1")
   if dp.size > 1 or jax.process_count() > 1:
     log.info("data parallel: %d devices in %d process(es), %s, batch %d per device",
              dp.size, jax.process_count(), dp.mode(method), int(config.train.batch_size) // dp.size)
@@ -272,7 +275,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   jsonl = os.path.join(workdir, "metrics.jsonl")
   if restored is None and os.path.exists(jsonl) and primary:
     os.remove(jsonl)
-  board = tensorboard.Writer(workdir, bool(config.log.tensorboard) and primary, meta["epoch"] + 1)
+  first_epoch = meta["epoch"]
+  board = tensorboard.Writer(workdir, bool(config.log.tensorboard) and primary, first_epoch + 1)
   bar = _progress(max_epochs, meta["epoch"]) if primary else None
   log.info("setup %.1fs", time.time() - t_setup)
   # "patience" (stopped early: the run converged by the protocol) or "max_epochs"
@@ -367,7 +371,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
       "budget": config.get("budget", ""),
   }
-  board.final(final)
+  if meta["epoch"] > first_epoch:  # a finished workdir read again adds no second test point
+    board.final(final, int(meta["epoch"]))
   board.close()
   if primary:
     _atomic_json(os.path.join(workdir, "metrics.json"), final)

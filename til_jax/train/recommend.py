@@ -49,14 +49,20 @@ def recommend(workdir: str, k: int = 20, users=None, exclude_valid: bool = False
     raise InputError(f"--k: must be >= 1, got {k}")
   config = load_config(workdir)
   dataset, model, _, state, consts = loop.restore(config, workdir, "best")
-  ids = np.load(os.path.join(workdir, "ids.npz"), allow_pickle=False)
-  user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+  path = os.path.join(workdir, "ids.npz")
+  if os.path.exists(path):
+    ids = np.load(path, allow_pickle=False)
+    user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+  else:  # a run trained before ids.npz existed: the rebuilt data's maps
+    user_ids = np.arange(dataset.n_users) if dataset.user_ids is None else dataset.user_ids
+    item_ids = np.arange(dataset.n_items) if dataset.item_ids is None else dataset.item_ids
   if (user_ids.size, item_ids.size) != (dataset.n_users, dataset.n_items):
     raise InputError(f"{workdir}/ids.npz: {user_ids.size} users x {item_ids.size} items, but the "
                      f"data now has {dataset.n_users} x {dataset.n_items}: it changed since training")
   k = min(int(k), dataset.n_items)
   index = np.arange(dataset.n_users) if users is None else user_index(user_ids, users)
-  exclude = dataset.train.union(dataset.valid) if exclude_valid else dataset.train
+  valid = dataset.extras.get("valid_full", dataset.valid)  # outer_batch=valid split valid in two
+  exclude = dataset.train.union(valid) if exclude_valid else dataset.train
   mp = state.params["model"]
   reprs = jax.jit(model.represent)(mp, consts["graph"])
   items, scores = top_k(lambda p, u: model.full_scores(p[0], p[1], u), (mp, reprs), index,

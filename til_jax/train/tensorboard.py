@@ -3,7 +3,7 @@
 Per epoch: every training metric of the epoch record (loss, grad_norm, and for TIL outer_loss,
 w_mean, w_std, hypergrad_norm) as `train/<name>`, epoch seconds as `time/epoch_seconds`, and
 every evaluation as `valid/<metric>` (recall@20 as recall_20); at the end the best
-checkpoint's `test/<metric>` at its epoch. A resumed run opens its writer with purge_step =
+checkpoint's `test/<metric>` at the last epoch run. A resumed run opens its writer with purge_step =
 the first epoch it will redo, so TensorBoard drops whatever a killed process wrote past its last
 checkpoint: no duplicate steps.
 """
@@ -41,11 +41,12 @@ class Writer:
     for k, v in record.get("valid", {}).items():
       self.writer.add_scalar(f"valid/{_tag(k)}", v, step)
 
-  def final(self, result: dict) -> None:
+  def final(self, result: dict, epoch: int) -> None:
+    """The best checkpoint's test metrics, at the epoch this invocation ended."""
     if self.writer is None:
       return
     for k, v in result["test"].items():
-      self.writer.add_scalar(f"test/{_tag(k)}", v, int(result["best_epoch"]))
+      self.writer.add_scalar(f"test/{_tag(k)}", v, epoch)
 
   def close(self) -> None:
     if self.writer is not None:
