@@ -129,6 +129,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.reduction = "mean"
   c.til.kl_reduction = "mean"  # Eq. 9 KL summed (the paper) or averaged over items
   c.til.first_order = False
+  c.til.row_lookahead = False  # the bilevel step on the rows the inner and outer batch touch
+                               # (til_ui/til_mik on mf/neumf; same numbers as the dense step)
   c.til.hypergrad = "autodiff"  # autodiff | jvp: two exact routes to Eq. 14 (til/bilevel.py)
 
   # Devices and hosts (til_jax.parallel): the batch is split over a 1-D "data" mesh; results

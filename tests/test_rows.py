@@ -134,3 +134,64 @@ def test_sparse_adam_trains_through_the_loop(tmp_path, method):
   assert m.row_sparse == (method == "bpr")
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
+
+
+@pytest.mark.parametrize("interest,norm,outer", [("til_ui", "none", "fresh"), ("til_ui", "mean", "same"),
+                                                 ("til_ui", "softmax", "fresh"),
+                                                 ("til_mik", "none", "fresh")])
+def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
+  """til.row_lookahead: the bilevel step on the gathered rows of inner + outer batch gives the
+  dense step's Lambda, Theta and optimizer states (float64, several steps, repeated ids, the
+  once-per-epoch eta and the membership refreshes on)."""
+  from configs import default
+  from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+  from til_jax.data.synthetic import make_synthetic
+  from til_jax.state import make_consts
+  from til_jax.til.api import TIL
+  from til_jax.til.bilevel import steps_per_epoch
+  ds = make_synthetic(n_users=30, n_items=25, seed=3)
+  c = default.get_config()
+  c.method, c.til.weight_norm, c.til.outer_batch = interest, norm, outer
+  c.til.pretrain_epochs, c.til.n_clusters, c.til.refresh_every, c.til.lr_look = 0, 4, 2, 0.5
+  c.optim.lr, c.til.gen_lr = 1e-2, 1e-2
+  model = MF(ds.n_users, ds.n_items, 4)
+  n = steps_per_epoch(ds.train.nnz, 32)
+  with jax.enable_x64(True):
+    dense = TIL.from_config(c, model, n)
+    c.til.row_lookahead = True
+    sparse = TIL.from_config(c, model, n)
+    init = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x,
+                        dense.init(jax.random.key(0)))
+    states = [init, init]
+    consts = make_consts(*ds.train.to_pairs())
+    sampler = UniformNegativeSampler(ds.train)
+    steps = [jax.jit(t.update) for t in (dense, sparse)]
+    for e in range(2):
+      rng = np.random.default_rng(e)
+      b = epoch_triplets(ds.train, sampler, rng, 32)
+      if outer == "fresh":
+        b["outer"] = epoch_triplets(ds.train, sampler, rng, 32)
+      br = rows.add_row_index(b, MF.row_tables, {"user": ds.n_users, "item": ds.n_items},
+                              with_outer=outer == "fresh")
+      for s in range(n):
+        states[0], m0 = steps[0](states[0], jax.tree.map(lambda v, s=s: v[s], b), consts)
+        states[1], m1 = steps[1](states[1], jax.tree.map(lambda v, s=s: v[s], br), consts)
+    np.testing.assert_allclose(float(m0["outer_loss"]), float(m1["outer_loss"]), rtol=1e-9)
+    for a, z in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+      np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(z, np.float64), rtol=1e-8,
+                                 atol=1e-10)
+    assert float(jnp.abs(states[0].params["model"]["user"] - init.params["model"]["user"]).max()) > 0
+
+
+def test_row_lookahead_is_refused_where_it_cannot_be_exact():
+  from configs import default
+  from til_jax.errors import ConfigError
+  from til_jax.models import LightGCN
+  from til_jax.til.api import TIL
+  c = default.get_config()
+  c.method, c.til.row_lookahead = "til_mi", True
+  with pytest.raises(ConfigError, match="config.til.row_lookahead"):
+    TIL.from_config(c, MF(5, 7, 4), 1)            # the KL term reads every item
+  c.method = "til_ui"
+  with pytest.raises(ConfigError, match="config.til.row_lookahead"):
+    TIL.from_config(c, LightGCN(5, 7, 4), 1)      # the batch reads neighbour rows

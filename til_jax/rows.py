@@ -31,11 +31,16 @@ import numpy as np
 import optax
 
 
-def add_row_index(batches: dict, row_tables: dict, n_rows: dict) -> dict:
-  """Adds rows_<T> [steps, P_T] and inv_<k> [steps, B] (int32) to epoch arrays [steps, B]."""
+def add_row_index(batches: dict, row_tables: dict, n_rows: dict, with_outer: bool = False) -> dict:
+  """Adds rows_<T> [steps, P_T] and inv_<k> [steps, B] (int32) to epoch arrays [steps, B].
+  with_outer: the index also covers batches["outer"] (TIL's outer batch), whose inv_<k> go into
+  that dict: one set of rows for the inner loss, the lookahead and the outer loss."""
   out = dict(batches)
+  parts = [batches] + ([batches["outer"]] if with_outer else [])
+  if with_outer:
+    out["outer"] = dict(batches["outer"])
   for table, keys in row_tables.items():
-    ids = np.concatenate([np.asarray(batches[k]) for k in keys], axis=1)     # [S, len(keys) B]
+    ids = np.concatenate([np.asarray(p[k]) for p in parts for k in keys], axis=1)
     steps, width = ids.shape
     order = np.argsort(ids, axis=1, kind="stable")
     srt = np.take_along_axis(ids, order, axis=1)
@@ -50,9 +55,21 @@ def add_row_index(batches: dict, row_tables: dict, n_rows: dict) -> dict:
     rows[step_of[first], rank[first]] = srt[first]
     out[f"rows_{table}"] = rows.astype(np.int32)
     b = np.asarray(batches[keys[0]]).shape[1]
-    for n, k in enumerate(keys):
-      out[f"inv_{k}"] = inv[:, n * b:(n + 1) * b].astype(np.int32)
+    for n, (dest, k) in enumerate((d, k) for d in ([out] + ([out["outer"]] if with_outer else []))
+                                  for k in keys):
+      dest[f"inv_{k}"] = inv[:, n * b:(n + 1) * b].astype(np.int32)
   return out
+
+
+def scatter_grads(grads_view: dict, params: dict, rows: dict) -> dict:
+  """Gradients on gathered rows -> gradients like the full tables (zero on untouched rows), for
+  a dense optimizer: the same gradient the dense step computes. `rows` mirrors `params`' dicts
+  down to the row tables, as in `adam_rows`."""
+  if isinstance(rows, dict):
+    return {k: scatter_grads(grads_view[k], params[k], rows.get(k)) for k in params}
+  if rows is None:
+    return grads_view
+  return jnp.zeros_like(params).at[rows].add(grads_view, mode="drop")
 
 
 def row_view(model_params: dict, batch: dict, row_tables: dict) -> tuple[dict, dict]:

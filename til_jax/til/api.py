@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from til_jax import optim
+from til_jax import optim, rows
 from til_jax.bpr import bpr_step
+from til_jax.errors import ConfigError
 from til_jax.state import TrainState
 from til_jax.til import bilevel, clustering, modes, states
 from til_jax.til.bilevel import TILSettings
@@ -69,6 +70,12 @@ class TIL:
   settings: TILSettings
   tx: optax.GradientTransformation
   gen_tx: optax.GradientTransformation
+
+  def __post_init__(self):
+    if self.settings.row_lookahead and (getattr(self.model, "row_tables", None) is None
+                                        or bilevel.has_clusters(self.settings)):
+      raise ConfigError("config.til.row_lookahead: needs a backbone with row tables (mf, neumf) "
+                        "and no clustering loss (til_ui, til_mik)")
 
   @classmethod
   def from_config(cls, config, model, steps_per_epoch: int, interest: str | None = None) -> TIL:
@@ -137,6 +144,8 @@ class TIL:
     return batch["outer"]
 
   def _bilevel(self, state, batch, outer, consts):
+    if self.settings.row_lookahead:
+      return self._bilevel_rows(state, batch, outer, consts)
     state = self._scheduled(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
     params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
@@ -144,6 +153,35 @@ class TIL:
         batch, outer, self.tx, self.gen_tx, self.settings)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+
+  def _bilevel_rows(self, state, batch, outer, consts):
+    """The same bilevel step on the rows the inner and outer batch touch (`til.row_lookahead`):
+    the tables, eta and the memberships gathered at those rows (host index: rows_<T> and the
+    inv_<k> of batch and batch["outer"]), so the lookahead and the second-order pass never touch
+    the whole table; the gradient is scattered back for OPT_Theta (the dense step's gradient)."""
+    state = self._scheduled(state, consts)
+    tables = self.model.row_tables
+    idx = {t: batch[f"rows_{t}"] for t in tables}
+    view, inner = rows.row_view(state.params["model"], batch, tables)
+    if self.settings.outer_batch == "same":
+      outer_v = {k: inner[k] for k in ("users", "pos", "neg", "mask")}
+    else:
+      outer_v = {**outer, **{k: outer[f"inv_{k}"] for ks in tables.values() for k in ks}}
+    table_of = {k: t for t, ks in tables.items() for k in ks}
+    aux = dict(state.aux)
+    aux["eta"] = jnp.take(aux["eta"], idx[table_of["users"]], axis=0, mode="fill", fill_value=0)
+    if "membership" in aux:
+      aux["membership"] = jnp.take(aux["membership"], idx[table_of["pos"]], mode="fill",
+                                   fill_value=0)
+    params_v = {**state.params, "model": view}
+    gen_params, gen_opt_state, g_view, metrics = bilevel.bilevel_grads(
+        params_v, state.gen_params, state.gen_opt_state, self.model,
+        {"graph": consts["graph"], **aux}, inner, outer_v, self.gen_tx, self.settings)
+    grads = rows.scatter_grads(g_view, state.params, {"model": idx})
+    upd, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd),
+                         opt_state=opt_state, gen_params=gen_params,
+                         gen_opt_state=gen_opt_state), metrics
 
   # -------------------------------------------------------------------- the schedules
 

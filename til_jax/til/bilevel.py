@@ -77,6 +77,7 @@ class TILSettings:
   eta_every: int         # eta_u recomputed every N steps; 0: once per epoch (steps_per_epoch)
   refresh_every: int     # hard memberships (and T) refreshed every N steps
   kmeans_iters: int      # Lloyd iterations per refresh for multi_kmeans
+  row_lookahead: bool    # the step on the gathered rows of inner + outer batch (til_jax.rows)
   axis_name: str | None = None  # mesh axis the batch is split over (None: one device); runtime
 
   @classmethod
@@ -101,7 +102,7 @@ class TILSettings:
         hypergrad=c.hypergrad, l2=float(config.optim.l2), outer_batch=c.outer_batch,
         steps_per_epoch=int(steps_per_epoch), pretrain_steps=epochs * int(steps_per_epoch),
         eta_every=int(c.eta_every), refresh_every=int(c.refresh_every),
-        kmeans_iters=int(c.kmeans_iters))
+        kmeans_iters=int(c.kmeans_iters), row_lookahead=bool(c.row_lookahead))
     return cls(**{**fields, **overrides})
 
   @property
@@ -255,6 +256,17 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, 
   """One full bilevel step: update Lambda by the hypergradient, then Theta by OPT_Theta on the
   weighted inner loss with the new weights. Returns the new (params, opt_state, gen_params,
   gen_opt_state) and step metrics."""
+  gen_params, gen_opt_state, grads, metrics = bilevel_grads(
+      params, gen_params, gen_opt_state, model, ctx, batch, outer, gen_tx, settings)
+  upd, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, upd), opt_state, gen_params, gen_opt_state, metrics
+
+
+def bilevel_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
+                  gen_tx: optax.GradientTransformation, settings: TILSettings):
+  """Steps 1-5 of the module docstring up to OPT_Theta: Lambda updated by the hypergradient,
+  and the gradient of J_in (with the new weights) for the model's update. Returns (gen_params,
+  gen_opt_state, grads like params, metrics)."""
   s = triplet_state(model, params, ctx, batch, settings)
   # The clustering loss (MI) does not depend on Lambda: its value and gradient once per step,
   # shared by the lookahead and the real update.
@@ -271,12 +283,10 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, 
   if c_grads is not None:
     loss = loss + c_loss
     grads = jax.tree.map(jnp.add, grads, c_grads)
-  upd, opt_state = tx.update(grads, opt_state, params)
-  params = optax.apply_updates(params, upd)
   m = batch["mask"].astype(w.dtype)
   n = jnp.maximum(psum(m.sum(), ax), 1.0)
   w_mean = psum(jnp.sum(w * m), ax) / n
   metrics = {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
              "w_std": jnp.sqrt(psum(jnp.sum(m * (w - w_mean) ** 2), ax) / n),
              "hypergrad_norm": optax.tree.norm(g_gen), "grad_norm": optax.tree.norm(grads)}
-  return params, opt_state, gen_params, gen_opt_state, metrics
+  return gen_params, gen_opt_state, grads, metrics

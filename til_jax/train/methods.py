@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from til_jax import baselines  # noqa: F401  (registers the baselines)
+from til_jax import baselines, rows  # noqa: F401  (importing baselines registers them)
 from til_jax.bpr import BPR
 from til_jax.data.dataset import CSR, split_meta
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
@@ -79,6 +79,10 @@ class TIL(BPR):
       b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
     elif self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
+    if self.core.settings.row_lookahead:
+      b = rows.add_row_index(b, self.model.row_tables, {"user": self.model.n_users,
+                                                         "item": self.model.n_items},
+                             with_outer="outer" in b)
     return b
 
   def update(self, state: TrainState, batch, consts):
