@@ -66,3 +66,25 @@ def test_validate_reads_the_registries(field, value):
     c.model.name = value
   with pytest.raises(ConfigError, match=f"config.{field}: unknown"):
     config_check.validate(c)
+
+
+def test_a_new_til_state_is_one_function_and_one_registration(tmp_path):
+  """A state variant: its function in til.states (registered) and a TIL method naming it."""
+  import jax.numpy as jnp
+
+  from til_jax.til import states
+  from til_jax.train import methods
+
+  @states.state("test_pos_only")
+  def pos_only(p_u, q_i, q_j, eta_u, mu_i, mu_j, settings):  # the negative side zeroed
+    return jnp.concatenate([q_i * p_u + q_i * eta_u, jnp.zeros_like(q_j)], axis=-1)
+
+  @methods.register("test_til_pos")
+  class TILPos(methods.TIL):
+    name, interest = "test_til_pos", "test_pos_only"
+
+  c = tiny_config(write_split(str(tmp_path / "data")), "test_til_pos", epochs=2)
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert res["method"] == "test_til_pos"
+  lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+  assert all("w_mean" in x for x in lines)            # bilevel from the first step (no clusters)

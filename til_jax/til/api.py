@@ -104,7 +104,7 @@ class TIL:
     gen_params = bilevel.init_generator(key, self.model)
     r, k = self.model.repr_dim, self.settings.n_clusters
     aux = {"eta": jnp.zeros((self.model.n_users, r), jnp.float32)}
-    if self.settings.interest != "uni":
+    if states.uses_clusters(self.settings.interest):
       aux["membership"] = jnp.zeros((self.model.n_items,), jnp.int32)
       aux["target"] = jnp.zeros((self.model.n_items, k), jnp.float32)
       aux["ready"] = jnp.zeros((), jnp.bool_)
@@ -189,13 +189,13 @@ class TIL:
     """What is due at this step, in order: K-means initialisation (MI/MIK, once), eta_u, and the
     membership refresh; each an exact recomputation from the current representations."""
     s = self.settings
-    if s.interest != "uni":
+    if states.uses_clusters(s.interest):
       state = jax.lax.cond(state.aux["ready"], lambda st: st,
                            lambda st: self.init_clusters(st, consts), state)
     due = (state.step - s.pretrain_steps) % s.eta_period == 0
     eta = jax.lax.cond(due, lambda: self.eta(state, consts), lambda: state.aux["eta"])
     state = state.replace(aux={**state.aux, "eta": eta})
-    if s.interest == "uni":
+    if not states.uses_clusters(s.interest):
       return state
     return jax.lax.cond(state.step % s.refresh_every == 0, lambda st: self.recluster(st, consts),
                         lambda st: st, state)
@@ -245,7 +245,7 @@ class TIL:
     """The weights w [B] the generator gives the batch's triplets now, with eta_u and the
     memberships recomputed from the current representations."""
     state = state.replace(aux={**state.aux, "eta": self.eta(state, consts)})
-    if self.settings.interest != "uni":
+    if states.uses_clusters(self.settings.interest):
       state = self.recluster(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
     s = bilevel.triplet_state(self.model, state.params, ctx, batch, self.settings)

@@ -56,7 +56,7 @@ class TILSettings:
   """Static settings of the TIL step (hashable). Built from a config by `from_config`: the config
   (configs/default.py) is the one place that holds their default values."""
 
-  interest: str          # uni | multi | multi_kmeans
+  interest: str          # a state of til.states.STATES: uni | multi | multi_kmeans
   alpha: float           # Eq. 6 scaling of the cluster terms
   gamma: float           # Eq. 11 weight of the clustering loss
   kl_reduction: str      # Eq. 9 KL over items: sum (the paper) | mean
@@ -89,11 +89,12 @@ class TILSettings:
     the once-per-epoch eta refresh and converts the pre-training epochs into steps."""
     c = config.til
     interest = INTERESTS.get(interest, interest)
-    if interest not in INTERESTS.values():
-      raise ValueError(f"unknown interest {interest!r}; allowed: {', '.join(INTERESTS.values())}")
+    if interest not in states.STATES:
+      raise ValueError(f"unknown interest {interest!r}; allowed: {', '.join(states.STATES)}")
     # Plain BPR epochs before the bilevel steps: MI/MIK need embeddings worth clustering (paper
     # 5.4); `warmup_epochs` applies to every TIL method.
-    epochs = max(int(c.warmup_epochs), int(c.pretrain_epochs) if interest != "uni" else 0)
+    epochs = max(int(c.warmup_epochs),
+                 int(c.pretrain_epochs) if states.uses_clusters(interest) else 0)
     fields = dict(
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
         kl_reduction=c.kl_reduction, n_clusters=int(c.n_clusters), lr_look=float(c.lr_look),
@@ -130,11 +131,12 @@ def triplet_state(model, params, ctx, batch, settings: TILSettings):
   users, pos, neg = batch["users"], batch["pos"], batch["neg"]
   u, i, j = model.triplet_repr(p["model"], ctx["graph"], users, pos, neg)
   eta = ctx["eta"][users]
-  if settings.interest == "uni":
-    return states.uni_interest_state(u, i, j, eta)
-  centres = p["centres"] if "centres" in p else ctx["centres"]
-  mu_i, mu_j = centres[ctx["membership"][pos]], centres[ctx["membership"][neg]]
-  return states.multi_interest_state(u, i, j, eta, mu_i, mu_j, settings.alpha)
+  fn, clusters = states.STATES[settings.interest]
+  mu_i = mu_j = None
+  if clusters:
+    centres = p["centres"] if "centres" in p else ctx["centres"]
+    mu_i, mu_j = centres[ctx["membership"][pos]], centres[ctx["membership"][neg]]
+  return fn(u, i, j, eta, mu_i, mu_j, settings)
 
 
 def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Array:

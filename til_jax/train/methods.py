@@ -21,7 +21,7 @@ from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
 from til_jax.errors import ConfigError
 from til_jax.registry import METHODS
 from til_jax.state import TrainState
-from til_jax.til import api, bilevel, modes
+from til_jax.til import api, bilevel, modes, states
 
 register = METHODS.register
 
@@ -36,9 +36,9 @@ class TIL(BPR):
   def __init__(self, model, dataset, tx, config):
     super().__init__(model, dataset, tx, config)
     core = api.TIL.from_config(config, model, bilevel.steps_per_epoch(dataset.train.nnz,
-                                                                      self.batch_size), self.name)
+                                                                      self.batch_size), self.interest)
     self.core = api.TIL(model, core.settings, tx, core.gen_tx)
-    if core.settings.interest != "uni" and core.settings.n_clusters > dataset.n_items:
+    if states.uses_clusters(core.settings.interest) and core.settings.n_clusters > dataset.n_items:
       raise ConfigError(f"config.til.n_clusters: {core.settings.n_clusters} is larger than the "
                         f"number of items ({dataset.n_items})")
     self.pretrain_epochs = core.settings.pretrain_steps // core.settings.steps_per_epoch
@@ -89,19 +89,21 @@ class TIL(BPR):
     return self.core.update(state, batch, consts)
 
 
+# A TIL method names its state (til_jax.til.states.STATES); a new state variant is its function
+# there plus one such registration.
 @register("til_ui")
 class TILUI(TIL):
-  name = "til_ui"
+  name, interest = "til_ui", "uni"
 
 
 @register("til_mi")
 class TILMI(TIL):
-  name = "til_mi"
+  name, interest = "til_mi", "multi"
 
 
 @register("til_mik")
 class TILMIK(TIL):
-  name = "til_mik"
+  name, interest = "til_mik", "multi_kmeans"
 
 
 def sample_pairs(pairs: CSR, sampler: UniformNegativeSampler, rng: np.random.Generator,
