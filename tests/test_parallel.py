@@ -146,6 +146,8 @@ def runs(tmp_path_factory):
       "four": (_cli(tmp / "four", cache), _env(4)),
       "proc0": (_cli(tmp / "multi", cache, *multi, "--config.parallel.process_id=0"), _env(None)),
       "proc1": (_cli(tmp / "multi", cache, *multi, "--config.parallel.process_id=1"), _env(None)),
+      "sparse4": (_cli(tmp / "sparse4", cache, "--config.method=bpr",
+                       "--config.optim.name=sparse_adam"), _env(4)),
   }
   procs = {k: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True) for k, (cmd, env) in jobs.items()}
@@ -189,6 +191,13 @@ def test_one_epoch_equals_single_device(steps, case):
     assert res[v]["metrics"] < METRIC_TOL, (case, v, res[v])
   if case.startswith("til"):
     assert {"hypergrad_norm", "w_mean", "w_std", "outer_loss"} <= set(res[variants[0]]["metric_names"])
+
+
+def test_sparse_adam_on_several_devices_is_refused_in_one_line(runs):
+  r = runs["sparse4"]
+  assert r["rc"] == 2, r["stderr"]
+  assert r["stderr"].strip().splitlines()[-1].startswith(
+      "error: config.optim.name: sparse_adam's row-sparse step runs on one device")
 
 
 def test_batch_and_device_count_are_checked(steps):
