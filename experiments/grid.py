@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 
@@ -55,7 +56,6 @@ def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict) -> l
     path = os.path.join(workdir, "metrics.json")
     if not os.path.exists(path) or common.mismatches(workdir, {**fixed, **point, "seed": seed}):
       continue  # not finished, or trained with other fields ([stale] in the run's output)
-    import json
     with open(path) as f:
       m = json.load(f)
     rows.append({**point, **{f"fixed:{k}": v for k, v in fixed.items()}, "seed": seed,

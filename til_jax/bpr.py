@@ -128,8 +128,7 @@ class BPR:
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
     b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
     if self.row_sparse:
-      b = rows.add_row_index(b, self.model.row_tables, {"user": self.model.n_users,
-                                                         "item": self.model.n_items})
+      b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model))
     return b
 
   def update(self, state, batch, consts):

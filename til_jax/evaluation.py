@@ -92,6 +92,16 @@ def _run_chunks(score_fn, params, users, ex_rows, ex_cols, targets, n_targets, k
                      (users, ex_rows, ex_cols, targets, n_targets))
 
 
+def pad_chunks(users: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """users [n] padded to whole chunks: (users [n_chunks * chunk] int32, real-row mask, chunk),
+  the chunk capped at n (at least 1)."""
+  n = users.size
+  chunk = int(max(1, min(chunk, max(n, 1))))
+  pad = max(1, math.ceil(n / chunk)) * chunk - n
+  padded = np.concatenate([users, np.zeros(pad, users.dtype)]).astype(np.int32)
+  return padded, np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]), chunk
+
+
 def chunk_masks(users: np.ndarray, valid: np.ndarray, exclude: CSR, chunk: int):
   """The items to mask for users [n_chunks * chunk] (valid: real rows), as flat (row in chunk,
   item) pairs padded per chunk to the longest chunk (padding rows = chunk, dropped by the
@@ -129,11 +139,8 @@ def top_k(score_fn: ScoreFn, params, users: np.ndarray, exclude: CSR, k: int, ch
   to the lower item id. A user with fewer than k unmasked items gets -inf scores at the end."""
   users = np.asarray(users, np.int64)
   n = users.size
-  chunk = int(max(1, min(chunk, max(n, 1))))
-  n_chunks = max(1, math.ceil(n / chunk))
-  pad = n_chunks * chunk - n
-  padded = np.concatenate([users, np.zeros(pad, np.int64)]).astype(np.int32)
-  valid = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+  padded, valid, chunk = pad_chunks(users, chunk)
+  n_chunks = padded.size // chunk
   ex_rows, ex_cols = chunk_masks(padded, valid, exclude, chunk)
   items, scores = _top_chunks(score_fn, params, jnp.asarray(padded.reshape(n_chunks, chunk)),
                               jnp.asarray(ex_rows), jnp.asarray(ex_cols), int(k), int(block))
@@ -166,11 +173,8 @@ class Evaluator:
     users = np.flatnonzero(lengths > 0) if users is None else np.asarray(users, np.int64)
     users = users[lengths[users] > 0]
     self.n_users = int(users.size)
-    self.chunk = int(max(1, min(chunk, self.n_users)))
-    n_chunks = max(1, math.ceil(self.n_users / self.chunk))
-    pad = n_chunks * self.chunk - self.n_users
-    self.users = np.concatenate([users, np.zeros(pad, users.dtype)]).astype(np.int32)
-    self.valid = np.concatenate([np.ones(self.n_users, bool), np.zeros(pad, bool)])
+    self.users, self.valid, self.chunk = pad_chunks(users, chunk)
+    n_chunks = self.users.size // self.chunk
     self.users_c = self.users.reshape(n_chunks, self.chunk)
     self.valid_c = self.valid.reshape(n_chunks, self.chunk)
     self.ex_rows, self.ex_cols = chunk_masks(self.users, self.valid, exclude, self.chunk)

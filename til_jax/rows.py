@@ -31,6 +31,13 @@ import numpy as np
 import optax
 
 
+def table_rows(model) -> dict:
+  """Rows of each row table of `model`: the Backbone convention's "user" / "item" tables hold
+  n_users / n_items rows."""
+  sizes = {"user": model.n_users, "item": model.n_items}
+  return {t: sizes[t] for t in model.row_tables}
+
+
 def add_row_index(batches: dict, row_tables: dict, n_rows: dict, with_outer: bool = False) -> dict:
   """Adds rows_<T> [steps, P_T] and inv_<k> [steps, B] (int32) to epoch arrays [steps, B].
   with_outer: the index also covers batches["outer"] (TIL's outer batch), whose inv_<k> go into

@@ -145,6 +145,12 @@ class Dataset:
             f"{self.n_items} items, train {self.train.nnz}, valid {self.valid.nnz}, "
             f"test {self.test.nnz}")
 
+  def original_ids(self) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids [n_users], item ids [n_items]): the original id of every internal one
+    (`arange` where the files' ids were used as they are)."""
+    return (np.arange(self.n_users) if self.user_ids is None else self.user_ids,
+            np.arange(self.n_items) if self.item_ids is None else self.item_ids)
+
   def replace(self, **kw) -> Dataset:
     return dataclasses.replace(self, **kw)
 

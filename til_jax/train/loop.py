@@ -385,9 +385,8 @@ def save_ids(dataset, workdir: str) -> None:
   """workdir/ids.npz: the original id of every internal user and item (the data layer's maps;
   identity when the files' ids were used as they are), for recommendations in the user's ids."""
   tmp = os.path.join(workdir, ".ids.tmp.npz")
-  ids = {"user_ids": np.arange(dataset.n_users) if dataset.user_ids is None else dataset.user_ids,
-         "item_ids": np.arange(dataset.n_items) if dataset.item_ids is None else dataset.item_ids}
-  np.savez(tmp, **ids)
+  user_ids, item_ids = dataset.original_ids()
+  np.savez(tmp, user_ids=user_ids, item_ids=item_ids)
   os.replace(tmp, os.path.join(workdir, "ids.npz"))
 
 

@@ -80,8 +80,7 @@ class TIL(BPR):
     elif self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
     if self.core.settings.row_lookahead:
-      b = rows.add_row_index(b, self.model.row_tables, {"user": self.model.n_users,
-                                                         "item": self.model.n_items},
+      b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model),
                              with_outer="outer" in b)
     return b
 

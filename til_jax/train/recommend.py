@@ -54,8 +54,7 @@ def recommend(workdir: str, k: int = 20, users=None, exclude_valid: bool = False
     ids = np.load(path, allow_pickle=False)
     user_ids, item_ids = ids["user_ids"], ids["item_ids"]
   else:  # a run trained before ids.npz existed: the rebuilt data's maps
-    user_ids = np.arange(dataset.n_users) if dataset.user_ids is None else dataset.user_ids
-    item_ids = np.arange(dataset.n_items) if dataset.item_ids is None else dataset.item_ids
+    user_ids, item_ids = dataset.original_ids()
   if (user_ids.size, item_ids.size) != (dataset.n_users, dataset.n_items):
     raise InputError(f"{workdir}/ids.npz: {user_ids.size} users x {item_ids.size} items, but the "
                      f"data now has {dataset.n_users} x {dataset.n_items}: it changed since training")
