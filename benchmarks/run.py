@@ -18,6 +18,7 @@ and the machine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -182,12 +183,18 @@ def run_ours(suite: str) -> dict:
   top["bpr_mf_step_sparse_adam_ms"] = r["median_ms"]
   r = record(stats("bpr_mf_epoch_sparse_adam", time_epochs(sparse, ds, n_epochs)))
   top["bpr_mf_epoch_sparse_adam_s"] = r["median_ms"] / 1e3
+  sparse = make_config(suite, "til_ui", "mf")  # TIL-UI's step and lazy Adam on the batch's rows
+  sparse.optim.name = "sparse_adam"
+  r = record(stats("til_ui_mf_step_sparse_adam", time_steps(sparse, ds, n_steps)[0]))
+  top["til_ui_mf_step_sparse_adam_ms"] = r["median_ms"]
+  r = record(stats("til_ui_mf_epoch_sparse_adam", time_epochs(sparse, ds, n_epochs)))
+  top["til_ui_mf_epoch_sparse_adam_s"] = r["median_ms"] / 1e3
   big = random_dataset(*((500_000, 1_500_000, 2_000_000) if suite != "quick" else (5000, 15000, 20000)))
-  for name in ("adam", "sparse_adam"):
-    c = make_config(suite, "bpr", "mf")
+  for method, name in itertools.product(("bpr", "til_ui"), ("adam", "sparse_adam")):
+    c = make_config(suite, method, "mf")
     c.optim.name = name
-    r = record(stats(f"bpr_mf_step_large_{name}", time_steps(c, big, n_steps)[0]))
-    top[f"bpr_mf_step_large_{name}_ms"] = r["median_ms"]
+    r = record(stats(f"{method}_mf_step_large_{name}", time_steps(c, big, n_steps)[0]))
+    top[f"{method}_mf_step_large_{name}_ms"] = r["median_ms"]
   top["large_catalogue"] = big.summary()
   ev = record(stats("eval_valid_full_ranking", time_eval(ds, 64 if suite != "quick" else 16, n_eval)))
   top["eval_valid_s"] = ev["median_ms"] / 1e3
@@ -201,6 +208,14 @@ def run_ours(suite: str) -> dict:
   top["ratios"]["sparse_adam/adam_mf_epoch"] = top["bpr_mf_epoch_sparse_adam_s"] / top["bpr_mf_epoch_s"]
   top["ratios"]["sparse_adam/adam_large_step"] = (top["bpr_mf_step_large_sparse_adam_ms"]
                                                   / top["bpr_mf_step_large_adam_ms"])
+  top["ratios"]["til_ui_sparse_adam/bpr_mf_step"] = (top["til_ui_mf_step_sparse_adam_ms"]
+                                                     / top["bpr_mf_step_ms"])
+  top["ratios"]["til_ui_sparse_adam/bpr_sparse_adam_mf_step"] = (
+      top["til_ui_mf_step_sparse_adam_ms"] / top["bpr_mf_step_sparse_adam_ms"])
+  top["ratios"]["til_ui_sparse_adam/adam_mf_epoch"] = (top["til_ui_mf_epoch_sparse_adam_s"]
+                                                       / top["til_ui_mf_epoch_s"])
+  top["ratios"]["til_ui_sparse_adam/adam_large_step"] = (
+      top["til_ui_mf_step_large_sparse_adam_ms"] / top["til_ui_mf_step_large_adam_ms"])
   return {**top, "records": records}
 
 

@@ -56,10 +56,9 @@ def test_sparse_adam_matches_numpy_over_steps_with_repeated_ids():
   params = {"model": model.init(jax.random.key(0))}
   tx = optax.adam(1e-2)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}, {}, {})
-  optim = type("O", (), {"lr": 1e-2, "eps": 1e-8})
   ref = {k: (np.asarray(params["model"][k], np.float64), np.zeros((n, DIM)), np.zeros((n, DIM)))
          for k, n in (("user", N_USERS), ("item", N_ITEMS))}
-  step = jax.jit(lambda st, bt: sparse_bpr_step(st, bt, model, {}, 0.1, optim))
+  step = jax.jit(lambda st, bt: sparse_bpr_step(st, bt, model, {}, 0.1, 1e-2, 1e-8))
   for s in range(5):
     bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
     dense = {k: jnp.asarray(v[s]) for k, v in b.items() if k in ("users", "pos", "neg", "mask")}
@@ -87,12 +86,11 @@ def test_sparse_and_dense_adam_agree_on_the_first_step_and_differ_after():
   b = batches(2, steps=2)
   params = {"model": model.init(jax.random.key(1))}
   tx = optax.adam(1e-2)
-  optim = type("O", (), {"lr": 1e-2, "eps": 1e-8})
   sp = dn = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}, {}, {})
   from til_jax.bpr import bpr_step
   for s in range(2):
     bt = {k: jnp.asarray(v[s]) for k, v in b.items()}
-    sp, m_sp = sparse_bpr_step(sp, bt, model, {}, 1e-4, optim)
+    sp, m_sp = sparse_bpr_step(sp, bt, model, {}, 1e-4, 1e-2, 1e-8)
     dn, m_dn = bpr_step(dn, bt, model, {}, tx, 1e-4)
     np.testing.assert_allclose(float(m_sp["loss"]), float(m_dn["loss"]), rtol=1e-6)
     if s == 0:  # zero moments: dense Adam leaves untouched rows where they are too
@@ -122,18 +120,100 @@ def test_sparse_sgd_equals_dense_sgd():
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["bpr", "til_ui"])
+@pytest.mark.parametrize("method", ["bpr", "til_ui", "til_mik"])
 def test_sparse_adam_trains_through_the_loop(tmp_path, method):
-  """BPR-MF takes the row-sparse step; TIL (no row-sparse step yet) runs its dense one."""
   from tests.fixtures import write_split
   from tests.test_train import tiny_config
   from til_jax.train import loop
   c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=4,
-                  **{"optim.name": "sparse_adam", "optim.lr": 1e-2})
+                  **{"optim.name": "sparse_adam", "optim.lr": 1e-2, "til.warmup_epochs": 1})
   _, _, m, _ = loop.build(c)
-  assert m.row_sparse == (method == "bpr")
+  assert m.row_sparse
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
+
+
+@pytest.mark.parametrize("method,backbone,field", [
+    ("til_mi", "mf", "config.optim.name: sparse_adam"),    # the KL term reads every item
+    ("pris", "mf", "config.optim.name: sparse_adam"),      # no row-sparse step
+    ("bpr", "lightgcn", "config.optim.name: sparse_adam")])  # the batch reads neighbour rows
+def test_sparse_adam_is_refused_where_it_would_be_dense(tmp_path, method, backbone, field):
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.errors import ConfigError
+  from til_jax.train import loop
+  c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=1,
+                  **{"optim.name": "sparse_adam", "model.name": backbone})
+  with pytest.raises(ConfigError, match=field):
+    loop.build(c)
+
+
+@pytest.mark.parametrize("norm,outer", [("none", "fresh"), ("mean", "same"), ("softmax", "fresh")])
+def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
+  """TIL-UI with optim.name=sparse_adam, pre-training steps and bilevel steps: Lambda follows the
+  dense bilevel step, and Theta a NumPy lazy Adam fed with the dense gradient's rows at the ids
+  of the inner batch only (an id only the outer batch reads is not moved); float64."""
+  from configs import default
+  from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+  from til_jax.data.synthetic import make_synthetic
+  from til_jax.state import make_consts
+  from til_jax.til import bilevel
+  from til_jax.til.api import TIL
+  ds = make_synthetic(n_users=30, n_items=25, seed=3)
+  c = default.get_config()
+  c.method, c.til.weight_norm, c.til.outer_batch = "til_ui", norm, outer
+  c.til.warmup_epochs, c.til.eta_every, c.til.lr_look = 1, 1, 0.5
+  c.optim.name, c.optim.lr, c.til.gen_lr = "sparse_adam", 1e-2, 1e-2
+  model = MF(ds.n_users, ds.n_items, 4)
+  n = bilevel.steps_per_epoch(ds.train.nnz, 32)
+  with jax.enable_x64(True):
+    til = TIL.from_config(c, model, n)
+    assert til.lazy_adam == (1e-2, 1e-8) and til.on_rows
+    state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x,
+                         til.init(jax.random.key(0)))
+    ref = {k: (np.asarray(state.params["model"][k]), np.zeros_like(state.params["model"][k]),
+               np.zeros_like(state.params["model"][k])) for k in MF.row_tables}
+    gen_params, gen_opt = state.gen_params, state.gen_opt_state
+    consts = make_consts(*ds.train.to_pairs())
+    sampler = UniformNegativeSampler(ds.train)
+    step, t = jax.jit(til.update), 0
+    outer_ids_only = 0
+    for e in range(3):
+      rng = np.random.default_rng(e)
+      b = epoch_triplets(ds.train, sampler, rng, 32)
+      if outer == "fresh":
+        b["outer"] = epoch_triplets(ds.train, sampler, rng, 32)
+      br = rows.add_row_index(b, MF.row_tables, {"user": ds.n_users, "item": ds.n_items},
+                              with_outer=outer == "fresh")
+      for s in range(n):
+        bt = jax.tree.map(lambda v, s=s: jnp.asarray(v[s]), b)
+        cur = {"model": {k: jnp.asarray(ref[k][0]) for k in ref}}
+        if t < til.settings.pretrain_steps:
+          g = jax.grad(bpr_objective)(cur, model, {}, bt, til.settings.l2)
+        else:
+          eta = til.eta(state.replace(params=cur), consts)
+          out = bt.get("outer", {k: bt[k] for k in ("users", "pos", "neg", "mask")})
+          gen_params, gen_opt, g, _ = bilevel.bilevel_grads(
+              cur, gen_params, gen_opt, model, {"graph": {}, "eta": eta}, bt, out, til.gen_tx,
+              til.settings)
+        t += 1
+        state, _ = step(state, jax.tree.map(lambda v, s=s: v[s], br), consts)
+        for k, keys in MF.row_tables.items():
+          touched = np.unique(np.concatenate([b[x][s] for x in keys]))
+          if outer == "fresh":
+            outer_ids_only += np.setdiff1d(np.concatenate([b["outer"][x][s] for x in keys]),
+                                           touched).size
+          ref[k] = numpy_lazy_adam(*ref[k], t, touched,
+                                   np.asarray(g["model"][k])[touched], 1e-2)
+    assert t > til.settings.pretrain_steps > 0
+    assert outer_ids_only > 0 or outer == "same"
+    for k in ref:
+      np.testing.assert_allclose(np.asarray(state.params["model"][k]), ref[k][0], rtol=1e-9,
+                                 atol=1e-12, err_msg=k)
+      np.testing.assert_allclose(np.asarray(state.opt_state[0].nu["model"][k]), ref[k][2],
+                                 rtol=1e-9, atol=1e-15, err_msg=k)
+    for a, z in zip(jax.tree.leaves(state.gen_params), jax.tree.leaves(gen_params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(z), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("interest,norm,outer", [("til_ui", "none", "fresh"), ("til_ui", "mean", "same"),

@@ -32,6 +32,7 @@ import optax
 from til_jax import objectives, rows
 from til_jax.data.dataset import Dataset
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+from til_jax.errors import ConfigError
 from til_jax.models.base import triplet_scores
 from til_jax.parallel import pmean
 from til_jax.registry import METHODS
@@ -61,16 +62,16 @@ def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: s
   return apply_grads(state, tx, loss, pmean(grads, axis_name))
 
 
-def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, optim):
+def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, lr: float, eps: float):
   """One BPR step on the rows the batch touches (`til_jax.rows`): the same loss as `bpr_step`,
-  Adam's moments and parameters moved on those rows only (sparse_adam)."""
+  Adam's moments and parameters moved on those rows only (sparse_adam at `lr`, `eps`)."""
   mp = state.params["model"]
   view, b = rows.row_view(mp, batch, model.row_tables)
   loss, g = jax.value_and_grad(
       lambda v: bpr_objective({"model": v}, model, graph, b, l2))(view)
   index = {"model": {t: batch[f"rows_{t}"] for t in model.row_tables}}
-  params, opt_state = rows.adam_rows({"model": g}, state.opt_state, state.params, index,
-                                     float(optim.lr), eps=float(optim.eps))
+  params, opt_state = rows.adam_rows({"model": g}, state.opt_state, state.params, index, lr,
+                                     eps=eps)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(g)}
   return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
@@ -93,11 +94,20 @@ class BPR:
     self.l2 = float(config.optim.l2)
     self.batch_size = int(config.train.batch_size)
     self.sampler = UniformNegativeSampler(dataset.train)
-    # The row-sparse step: sparse_adam on a backbone that declares its row tables (plain BPR only;
-    # every other case is a dense step, where sparse_adam's update is Adam's).
-    self.row_sparse = (config.optim.name == "sparse_adam" and model.row_tables is not None
-                       and type(self).update is BPR.update)
-    self.optim = config.optim
+    # sparse_adam: the row-sparse step, for a method that has one on a backbone that declares
+    # its row tables; any other pairing is refused (it would silently be dense Adam).
+    self.row_sparse = config.optim.name == "sparse_adam"
+    if self.row_sparse and not self.has_row_step(model):
+      raise ConfigError(
+          f"config.optim.name: sparse_adam needs a method with a row-sparse step (bpr, til_ui, "
+          f"til_mik) on a backbone with row tables (mf, neumf); {self.name} on "
+          f"{getattr(model, 'name', type(model).__name__)} has none: use optim.name=adam")
+    self.lr, self.eps = float(config.optim.lr), float(config.optim.eps)
+
+  def has_row_step(self, model) -> bool:
+    """Whether this method's update has a row-sparse (sparse_adam) step on `model`: BPR's own
+    update on a backbone with row tables; a subclass with its own update says so itself."""
+    return type(self).update is BPR.update and model.row_tables is not None
 
   @classmethod
   def prepare_data(cls, dataset: Dataset, config) -> Dataset:
@@ -133,5 +143,5 @@ class BPR:
 
   def update(self, state, batch, consts):
     if self.row_sparse:
-      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.optim)
+      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.lr, self.eps)
     return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name)

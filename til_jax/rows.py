@@ -41,7 +41,9 @@ def table_rows(model) -> dict:
 def add_row_index(batches: dict, row_tables: dict, n_rows: dict, with_outer: bool = False) -> dict:
   """Adds rows_<T> [steps, P_T] and inv_<k> [steps, B] (int32) to epoch arrays [steps, B].
   with_outer: the index also covers batches["outer"] (TIL's outer batch), whose inv_<k> go into
-  that dict: one set of rows for the inner loss, the lookahead and the outer loss."""
+  that dict: one set of rows for the inner loss, the lookahead and the outer loss; and
+  rows_<T>_inner is rows_<T> with the slots that only the outer batch reads set to the padding
+  id: the rows the model's (inner) gradient touches, which lazy Adam moves."""
   out = dict(batches)
   parts = [batches] + ([batches["outer"]] if with_outer else [])
   if with_outer:
@@ -62,6 +64,11 @@ def add_row_index(batches: dict, row_tables: dict, n_rows: dict, with_outer: boo
     rows[step_of[first], rank[first]] = srt[first]
     out[f"rows_{table}"] = rows.astype(np.int32)
     b = np.asarray(batches[keys[0]]).shape[1]
+    if with_outer:
+      inner = np.zeros_like(rows, dtype=bool)
+      inner[np.broadcast_to(np.arange(steps)[:, None], (steps, b * len(keys))),
+            inv[:, :b * len(keys)]] = True   # the inner batch's ids come first in `ids`
+      out[f"rows_{table}_inner"] = np.where(inner, rows, int(n_rows[table])).astype(np.int32)
     for n, (dest, k) in enumerate((d, k) for d in ([out] + ([out["outer"]] if with_outer else []))
                                   for k in keys):
       dest[f"inv_{k}"] = inv[:, n * b:(n + 1) * b].astype(np.int32)
@@ -104,8 +111,7 @@ def adam_rows(grads, opt_state, params, rows, lr: float, b1: float = 0.9, b2: fl
   as PyTorch's SparseAdam. Returns (params, opt_state)."""
   adam, rest = opt_state[0], opt_state[1:]
   count = optax.safe_increment(adam.count)
-  t = count.astype(jnp.float32)
-  c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+  c1, c2 = 1.0 - b1 ** count, 1.0 - b2 ** count  # in the default float type, as optax.adam
 
   def moments(m, v, g):
     return b1 * m + (1.0 - b1) * g, b2 * v + (1.0 - b2) * g * g

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from til_jax import optim, rows
-from til_jax.bpr import bpr_step
+from til_jax.bpr import bpr_step, sparse_bpr_step
 from til_jax.errors import ConfigError
 from til_jax.state import TrainState
 from til_jax.til import bilevel, clustering, modes, states
@@ -56,6 +56,12 @@ __all__ = ["TIL", "TILSettings"]
 BILEVEL_ONLY = ("outer_loss", "w_mean", "w_std", "hypergrad_norm")
 
 
+def _inner_rows(batch, table: str) -> jax.Array:
+  """The rows of `table` the inner batch reads (rows_<T>_inner when the index covers an outer
+  batch too; see til_jax.rows.add_row_index)."""
+  return batch.get(f"rows_{table}_inner", batch[f"rows_{table}"])
+
+
 def _key_data(key) -> jax.Array:
   """A key as raw uint32 data (storable by Orbax): typed keys are unwrapped, raw ones kept."""
   return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
@@ -64,18 +70,32 @@ def _key_data(key) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class TIL:
   """TIL-UI / TIL-MI / TIL-MIK (settings.interest = uni | multi | multi_kmeans) for `model`, with
-  OPT_Theta `tx` and OPT_Lambda `gen_tx`."""
+  OPT_Theta `tx` and OPT_Lambda `gen_tx`.
+
+  lazy_adam: (lr, eps) of row-sparse Adam (`optim.name=sparse_adam`, `til_jax.rows.adam_rows`):
+  the steps run on the rows the inner and outer batch touch, and OPT_Theta moves the moments and
+  parameters of those rows only (`tx` must be optax.adam at the same lr and eps: its state is the
+  one updated). None: OPT_Theta is `tx` on the whole tree."""
 
   model: object
   settings: TILSettings
   tx: optax.GradientTransformation
   gen_tx: optax.GradientTransformation
+  lazy_adam: tuple[float, float] | None = None
 
   def __post_init__(self):
-    if self.settings.row_lookahead and (getattr(self.model, "row_tables", None) is None
-                                        or bilevel.has_clusters(self.settings)):
-      raise ConfigError("config.til.row_lookahead: needs a backbone with row tables (mf, neumf) "
-                        "and no clustering loss (til_ui, til_mik)")
+    if self.on_rows and (getattr(self.model, "row_tables", None) is None
+                         or bilevel.has_clusters(self.settings)):
+      field = ("config.til.row_lookahead" if self.lazy_adam is None
+               else "config.optim.name: sparse_adam")
+      raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf) and no "
+                        "clustering loss (til_ui, til_mik)")
+
+  @property
+  def on_rows(self) -> bool:
+    """Whether the steps run on the batch's rows: each batch then carries the host row index
+    (`til_jax.rows.add_row_index(..., with_outer=True)`)."""
+    return self.settings.row_lookahead or self.lazy_adam is not None
 
   @classmethod
   def from_config(cls, config, model, steps_per_epoch: int, interest: str | None = None) -> TIL:
@@ -84,8 +104,10 @@ class TIL:
     multi | multi_kmeans or a method name; None: `config.method`."""
     config = modes.resolve(config)
     settings = TILSettings.from_config(config, interest or config.method, steps_per_epoch)
+    lazy = ((float(config.optim.lr), float(config.optim.eps))
+            if config.optim.name == "sparse_adam" else None)
     return cls(model, settings, optim.model_optimizer(config.optim),
-               optim.generator_optimizer(config.til))
+               optim.generator_optimizer(config.til), lazy)
 
   def with_axis_name(self, axis_name: str | None) -> TIL:
     """The same TIL with its losses and gradients reduced over the mesh axis `axis_name`."""
@@ -130,7 +152,11 @@ class TIL:
       return self._bilevel(state, batch, outer, consts)
 
     def pretrain(st):
-      st, m = bpr_step(st, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
+      if self.lazy_adam is not None:   # on the inner batch's rows (the outer one's are unread)
+        b = {**batch, **{f"rows_{t}": _inner_rows(batch, t) for t in self.model.row_tables}}
+        st, m = sparse_bpr_step(st, b, self.model, consts["graph"], s.l2, *self.lazy_adam)
+      else:
+        st, m = bpr_step(st, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
       return st, {**m, **{k: jnp.full((), jnp.nan, m["loss"].dtype) for k in BILEVEL_ONLY}}
     return jax.lax.cond(state.step < s.pretrain_steps, pretrain,
                         lambda st: self._bilevel(st, batch, outer, consts), state)
@@ -144,7 +170,7 @@ class TIL:
     return batch["outer"]
 
   def _bilevel(self, state, batch, outer, consts):
-    if self.settings.row_lookahead:
+    if self.on_rows:
       return self._bilevel_rows(state, batch, outer, consts)
     state = self._scheduled(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
@@ -177,9 +203,15 @@ class TIL:
     gen_params, gen_opt_state, g_view, metrics = bilevel.bilevel_grads(
         params_v, state.gen_params, state.gen_opt_state, self.model,
         {"graph": consts["graph"], **aux}, inner, outer_v, self.gen_tx, self.settings)
-    grads = rows.scatter_grads(g_view, state.params, {"model": idx})
-    upd, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd),
+    if self.lazy_adam is not None:
+      moved = {"model": {t: _inner_rows(batch, t) for t in tables}}  # the inner gradient's rows
+      lr, eps = self.lazy_adam
+      params, opt_state = rows.adam_rows(g_view, state.opt_state, state.params, moved, lr, eps=eps)
+    else:
+      grads = rows.scatter_grads(g_view, state.params, {"model": idx})
+      upd, opt_state = self.tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, upd)
+    return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, gen_params=gen_params,
                          gen_opt_state=gen_opt_state), metrics
 

@@ -37,7 +37,7 @@ class TIL(BPR):
     super().__init__(model, dataset, tx, config)
     core = api.TIL.from_config(config, model, bilevel.steps_per_epoch(dataset.train.nnz,
                                                                       self.batch_size), self.interest)
-    self.core = api.TIL(model, core.settings, tx, core.gen_tx)
+    self.core = api.TIL(model, core.settings, tx, core.gen_tx, core.lazy_adam)
     if states.uses_clusters(core.settings.interest) and core.settings.n_clusters > dataset.n_items:
       raise ConfigError(f"config.til.n_clusters: {core.settings.n_clusters} is larger than the "
                         f"number of items ({dataset.n_items})")
@@ -73,13 +73,17 @@ class TIL(BPR):
   def phase(self, epoch: int) -> str:
     return "pretrain" if epoch < self.pretrain_epochs else "main"
 
+  def has_row_step(self, model) -> bool:
+    # the row-sparse bilevel step (api.TIL refuses TIL-MI's clustering loss with its own error)
+    return model.row_tables is not None
+
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
-    b = super().epoch_batches(epoch, rng)
+    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
     if self.outer_batch == "fresh":
       b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
     elif self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
-    if self.core.settings.row_lookahead:
+    if self.core.on_rows:
       b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model),
                              with_outer="outer" in b)
     return b
