@@ -14,8 +14,9 @@ def test_quick_suite_writes_every_key(tmp_path):
   r = json.loads(out.read_text())
   for key in ("bpr_mf_step_ms", "til_ui_mf_step_ms", "til_mi_mf_step_ms", "eval_valid_s",
               "bpr_mf_epoch_s", "lightgcn_epoch_s", "bpr_mf_epoch_sparse_adam_s",
-              "bpr_mf_step_large_adam_ms", "bpr_mf_step_large_sparse_adam_ms", "til_ui_mf_step_sparse_adam_ms",
-              "til_ui_mf_epoch_sparse_adam_s", "til_ui_mf_step_large_sparse_adam_ms", "ratios", "machine",
+              "bpr_mf_step_large_adam_ms", "bpr_mf_step_large_sparse_adam_ms",
+              "til_ui_mf_step_sparse_adam_ms", "til_ui_mf_epoch_sparse_adam_s",
+              "til_ui_mf_step_large_sparse_adam_ms", "ratios", "machine",
               "records", "load_average_start", "load_average_end"):
     assert key in r, key
   for rec in r["records"]:
