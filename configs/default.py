@@ -128,6 +128,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.temperature = 1.0
   c.til.reduction = "mean"
   c.til.kl_reduction = "mean"  # Eq. 9 KL summed (the paper) or averaged over items
+  c.til.kl_items = "all"     # Eq. 9 over every item at every step (the paper) | batch: over the
+                             # step's distinct items, T held between refreshes (as DEC trains)
   c.til.first_order = False
   c.til.row_lookahead = False  # the bilevel step on the rows the inner and outer batch touch
                                # (til_ui/til_mik on mf/neumf; same numbers as the dense step)

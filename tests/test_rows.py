@@ -120,13 +120,14 @@ def test_sparse_sgd_equals_dense_sgd():
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["bpr", "til_ui", "til_mik"])
+@pytest.mark.parametrize("method", ["bpr", "til_ui", "til_mik", "til_mi"])
 def test_sparse_adam_trains_through_the_loop(tmp_path, method):
   from tests.fixtures import write_split
   from tests.test_train import tiny_config
   from til_jax.train import loop
   c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=4,
-                  **{"optim.name": "sparse_adam", "optim.lr": 1e-2, "til.warmup_epochs": 1})
+                  **{"optim.name": "sparse_adam", "optim.lr": 1e-2, "til.warmup_epochs": 1,
+                     "til.kl_items": "batch"})   # til_mi: the KL on the batch's rows
   _, _, m, _ = loop.build(c)
   assert m.row_sparse
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
@@ -134,7 +135,7 @@ def test_sparse_adam_trains_through_the_loop(tmp_path, method):
 
 
 @pytest.mark.parametrize("method,backbone,field", [
-    ("til_mi", "mf", "config.optim.name: sparse_adam"),    # the KL term reads every item
+    ("til_mi", "mf", "config.optim.name: sparse_adam"),    # kl_items=all reads every item
     ("pris", "mf", "config.optim.name: sparse_adam"),      # no row-sparse step
     ("bpr", "lightgcn", "config.optim.name: sparse_adam")])  # the batch reads neighbour rows
 def test_sparse_adam_is_refused_where_it_would_be_dense(tmp_path, method, backbone, field):
@@ -218,7 +219,8 @@ def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
 
 @pytest.mark.parametrize("interest,norm,outer", [("til_ui", "none", "fresh"), ("til_ui", "mean", "same"),
                                                  ("til_ui", "softmax", "fresh"),
-                                                 ("til_mik", "none", "fresh")])
+                                                 ("til_mik", "none", "fresh"),
+                                                 ("til_mi", "none", "fresh"), ("til_mi", "mean", "same")])
 def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
   """til.row_lookahead: the bilevel step on the gathered rows of inner + outer batch gives the
   dense step's Lambda, Theta and optimizer states (float64, several steps, repeated ids, the
@@ -234,6 +236,7 @@ def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
   c.method, c.til.weight_norm, c.til.outer_batch = interest, norm, outer
   c.til.pretrain_epochs, c.til.n_clusters, c.til.refresh_every, c.til.lr_look = 0, 4, 2, 0.5
   c.optim.lr, c.til.gen_lr = 1e-2, 1e-2
+  c.til.kl_items, c.til.gamma = "batch", 0.5   # til_mi: the KL over the inner batch's items
   model = MF(ds.n_users, ds.n_items, 4)
   n = steps_per_epoch(ds.train.nnz, 32)
   with jax.enable_x64(True):
@@ -271,7 +274,9 @@ def test_row_lookahead_is_refused_where_it_cannot_be_exact():
   c = default.get_config()
   c.method, c.til.row_lookahead = "til_mi", True
   with pytest.raises(ConfigError, match="config.til.row_lookahead"):
-    TIL.from_config(c, MF(5, 7, 4), 1)            # the KL term reads every item
+    TIL.from_config(c, MF(5, 7, 4), 1)            # the KL term (kl_items=all) reads every item
+  c.til.kl_items = "batch"
+  assert TIL.from_config(c, MF(5, 7, 4), 1).on_rows
   c.method = "til_ui"
   with pytest.raises(ConfigError, match="config.til.row_lookahead"):
     TIL.from_config(c, LightGCN(5, 7, 4), 1)      # the batch reads neighbour rows

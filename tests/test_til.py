@@ -422,3 +422,34 @@ def test_kl_target_is_held_constant():
     g = jax.grad(lambda q: clustering.kl_loss(clustering.target_distribution(q), q, "sum"))(q)
     t = np.asarray(clustering.target_distribution(q))
     np.testing.assert_allclose(np.asarray(g), -t / (np.asarray(q) + 1e-30), rtol=1e-9)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_kl_over_the_batch_items_matches_numpy(reduction):
+  """kl_items=batch: gamma * the mean KL over the batch's distinct items (positives and
+  negatives, each once), times n_items for "sum"; with every item in the batch it is Eq. 9."""
+  rng = np.random.default_rng(3)
+  model = MF(n_users=N_USERS, n_items=N_ITEMS, dim=DIM)
+  with jax.enable_x64(True):
+    items = rng.normal(size=(N_ITEMS, DIM))
+    centres = rng.normal(size=(3, DIM))
+    params = {"model": {"user": jnp.zeros((N_USERS, DIM)), "item": jnp.asarray(items)},
+              "centres": jnp.asarray(centres)}
+    target = np.asarray(clustering.target_distribution(
+        clustering.soft_assignment(jnp.asarray(items + 0.3), jnp.asarray(centres))))
+    q = np.asarray(clustering.soft_assignment(jnp.asarray(items), jnp.asarray(centres)))
+    per_item = (target * np.log(target / q)).sum(1)
+    s = make_settings("multi", kl_items="batch", kl_reduction=reduction, gamma=0.5)
+    batch = {"pos": jnp.asarray([1, 4, 4, 0]), "neg": jnp.asarray([4, 6, 1, 1]),
+             "mask": jnp.asarray([True, True, True, False])}
+    ctx = {"graph": {}, "target": jnp.asarray(target),
+           "kl_items": bilevel.batch_items(batch, N_ITEMS)}
+    ids = np.asarray(ctx["kl_items"][0])
+    np.testing.assert_array_equal(ids, [0, 1, 4, 6] + [N_ITEMS] * 4)
+    want = 0.5 * per_item[[0, 1, 4, 6]].mean() * (N_ITEMS if reduction == "sum" else 1)
+    np.testing.assert_allclose(float(bilevel.cluster_loss(model, params, ctx, s)), want, rtol=1e-9)
+    every = {"pos": jnp.arange(N_ITEMS), "neg": jnp.arange(N_ITEMS), "mask": jnp.ones(N_ITEMS, bool)}
+    full = {**ctx, "kl_items": bilevel.batch_items(every, N_ITEMS)}
+    all_items = {k: v for k, v in ctx.items() if k != "kl_items"}
+    np.testing.assert_allclose(float(bilevel.cluster_loss(model, params, full, s)),
+                               float(bilevel.cluster_loss(model, params, all_items, s)), rtol=1e-9)

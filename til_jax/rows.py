@@ -107,7 +107,8 @@ def adam_rows(grads, opt_state, params, rows, lr: float, b1: float = 0.9, b2: fl
   """Lazy Adam on optax.adam's state ((ScaleByAdamState, EmptyState)). `rows` mirrors the dicts
   of `params` down to the row tables: where it holds an id array r [P] for a table, grads there
   are [P, d], the gradients of rows r, and only those rows' mu, nu and parameters change; leaves
-  without rows (dense grads) take a plain Adam step. The bias correction uses the global count,
+  without rows (dense grads) take a plain Adam step, and a key of params missing from grads is
+  left as it is. The bias correction uses the global count,
   as PyTorch's SparseAdam. Returns (params, opt_state)."""
   adam, rest = opt_state[0], opt_state[1:]
   count = optax.safe_increment(adam.count)
@@ -121,7 +122,9 @@ def adam_rows(grads, opt_state, params, rows, lr: float, b1: float = 0.9, b2: fl
 
   def update(p, m, v, g, r):
     if isinstance(r, dict):
-      out = {k: update(p[k], m[k], v[k], g[k], r.get(k)) for k in p}
+      # a leaf without a gradient (TIL-MI's centres in a pre-training step) is not touched
+      out = {k: update(p[k], m[k], v[k], g[k], r.get(k)) if k in g else (p[k], m[k], v[k])
+             for k in p}
       return tuple({k: o[i] for k, o in out.items()} for i in range(3))
     if r is None:
       m2 = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, m, g)

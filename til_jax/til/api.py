@@ -85,11 +85,12 @@ class TIL:
 
   def __post_init__(self):
     if self.on_rows and (getattr(self.model, "row_tables", None) is None
-                         or bilevel.has_clusters(self.settings)):
+                         or (bilevel.has_clusters(self.settings)
+                             and self.settings.kl_items == "all")):
       field = ("config.til.row_lookahead" if self.lazy_adam is None
                else "config.optim.name: sparse_adam")
-      raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf) and no "
-                        "clustering loss (til_ui, til_mik)")
+      raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf), and for til_mi "
+                        "til.kl_items=batch (the KL over all items reads every row)")
 
   @property
   def on_rows(self) -> bool:
@@ -174,6 +175,8 @@ class TIL:
       return self._bilevel_rows(state, batch, outer, consts)
     state = self._scheduled(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
+    if self.settings.kl_items == "batch" and bilevel.has_clusters(self.settings):
+      ctx["kl_items"] = bilevel.batch_items(batch, self.model.n_items)
     params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
         state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
         batch, outer, self.tx, self.gen_tx, self.settings)
@@ -196,9 +199,13 @@ class TIL:
     table_of = {k: t for t, ks in tables.items() for k in ks}
     aux = dict(state.aux)
     aux["eta"] = jnp.take(aux["eta"], idx[table_of["users"]], axis=0, mode="fill", fill_value=0)
+    item_rows = idx[table_of["pos"]]
     if "membership" in aux:
-      aux["membership"] = jnp.take(aux["membership"], idx[table_of["pos"]], mode="fill",
-                                   fill_value=0)
+      aux["membership"] = jnp.take(aux["membership"], item_rows, mode="fill", fill_value=0)
+    if bilevel.has_clusters(self.settings):   # kl_items=batch: the KL over the inner batch's items
+      aux["target"] = jnp.take(aux["target"], item_rows, axis=0, mode="fill", fill_value=0)
+      inner_items = _inner_rows(batch, table_of["pos"])
+      aux["kl_items"] = (jnp.arange(item_rows.shape[0]), inner_items < self.model.n_items)
     params_v = {**state.params, "model": view}
     gen_params, gen_opt_state, g_view, metrics = bilevel.bilevel_grads(
         params_v, state.gen_params, state.gen_opt_state, self.model,

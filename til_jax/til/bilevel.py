@@ -60,6 +60,7 @@ class TILSettings:
   alpha: float           # Eq. 6 scaling of the cluster terms
   gamma: float           # Eq. 11 weight of the clustering loss
   kl_reduction: str      # Eq. 9 KL over items: sum (the paper) | mean
+  kl_items: str          # Eq. 9 over all items (the paper) | batch: the step's distinct items
   tau: float             # Eq. 7 Student-t temperature
   n_clusters: int        # K
   lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
@@ -97,7 +98,8 @@ class TILSettings:
                  int(c.pretrain_epochs) if states.uses_clusters(interest) else 0)
     fields = dict(
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
-        kl_reduction=c.kl_reduction, n_clusters=int(c.n_clusters), lr_look=float(c.lr_look),
+        kl_reduction=c.kl_reduction, kl_items=c.kl_items, n_clusters=int(c.n_clusters),
+        lr_look=float(c.lr_look),
         activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
         temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
         hypergrad=c.hypergrad, l2=float(config.optim.l2), outer_batch=c.outer_batch,
@@ -152,13 +154,30 @@ def has_clusters(settings: TILSettings) -> bool:
 
 
 def cluster_loss(model, params, ctx, settings: TILSettings) -> jax.Array:
-  """gamma * KL(T || Q) over all items (Eq. 9, 11), summed or averaged over items
-  (`kl_reduction`); T is the target held since the last refresh."""
+  """gamma * KL(T || Q) (Eq. 9, 11), summed or averaged over items (`kl_reduction`); T is the
+  target held since the last refresh. Over all items, or (`kl_items=batch`) over the rows
+  ctx["kl_items"] = (ids into the item representations and ctx["target"], valid) names: the
+  step's distinct items, whose mean KL estimates the all-item mean (times n_items for "sum")."""
   if not has_clusters(settings):
     return jnp.zeros(())
   _, items = model.represent(params["model"], ctx["graph"])
-  q = clustering.soft_assignment(items, params["centres"], settings.tau)
-  return settings.gamma * clustering.kl_loss(ctx["target"], q, settings.kl_reduction)
+  if "kl_items" not in ctx:
+    q = clustering.soft_assignment(items, params["centres"], settings.tau)
+    return settings.gamma * clustering.kl_loss(ctx["target"], q, settings.kl_reduction)
+  ids, valid = ctx["kl_items"]
+  take = lambda x: jnp.take(x, ids, axis=0, mode="fill", fill_value=0)
+  q = clustering.soft_assignment(take(items), params["centres"], settings.tau)
+  return settings.gamma * clustering.kl_loss_sampled(take(ctx["target"]), q, valid, model.n_items,
+                                                     settings.kl_reduction)
+
+
+def batch_items(batch, n_items: int) -> tuple[jax.Array, jax.Array]:
+  """(the distinct items of the batch's positives and negatives [2B] padded with n_items, valid):
+  ctx["kl_items"] for `kl_items=batch` on the dense path. Every item the batch reads, as the
+  row path's rows_item_inner (a padded triplet repeats a real one, so its items are real)."""
+  ids = jnp.concatenate([batch["pos"], batch["neg"]])
+  ids = jnp.unique(ids, size=ids.shape[0], fill_value=n_items)
+  return ids, ids < n_items
 
 
 def inner_loss(params, weights, model, ctx, batch, settings: TILSettings, clusters: bool = True):
@@ -275,6 +294,8 @@ def bilevel_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
   c_loss, c_grads = jnp.zeros(()), None
   if has_clusters(settings):
     c_loss, c_grads = jax.value_and_grad(cluster_loss, argnums=1)(model, params, ctx, settings)
+    # kl_items=batch: each device's own items, averaged (all items: the same on every device)
+    c_loss, c_grads = pmean(c_loss, settings.axis_name), pmean(c_grads, settings.axis_name)
   j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, outer, settings, c_grads)
   upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
   gen_params = optax.apply_updates(gen_params, upd)

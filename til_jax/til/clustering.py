@@ -33,16 +33,34 @@ def target_distribution(q: jax.Array) -> jax.Array:
   return w / jnp.sum(w, axis=1, keepdims=True)
 
 
-def kl_loss(target: jax.Array, q: jax.Array, reduction: str = "sum") -> jax.Array:
-  """KL(T || Q) summed over clusters and summed (Eq. 9) or averaged ("mean") over items.
-  T is treated as a constant."""
+def kl_per_item(target: jax.Array, q: jax.Array) -> jax.Array:
+  """KL(T_i || Q_i) summed over clusters, [n]; T is treated as a constant."""
   t = jax.lax.stop_gradient(target)
-  total = jnp.sum(jnp.where(t > 0, t * (jnp.log(jnp.maximum(t, 1e-30)) - jnp.log(q + 1e-30)), 0.0))
+  return jnp.sum(jnp.where(t > 0, t * (jnp.log(jnp.maximum(t, 1e-30)) - jnp.log(q + 1e-30)), 0.0),
+                 axis=1)
+
+
+def kl_loss(target: jax.Array, q: jax.Array, reduction: str = "sum") -> jax.Array:
+  """KL(T || Q) summed over clusters and summed (Eq. 9) or averaged ("mean") over items."""
+  total = jnp.sum(kl_per_item(target, q))
   if reduction == "mean":
     return total / target.shape[0]
   if reduction != "sum":
     raise ValueError(f"unknown KL reduction {reduction!r}; allowed: sum, mean")
   return total
+
+
+def kl_loss_sampled(target: jax.Array, q: jax.Array, valid: jax.Array, n_items: int,
+                    reduction: str = "sum") -> jax.Array:
+  """The estimate of `kl_loss` over all `n_items` items from the rows where `valid` (a step's
+  distinct items): their mean KL ("mean"), times n_items for "sum"."""
+  v = valid.astype(q.dtype)
+  mean = jnp.sum(kl_per_item(target, q) * v) / jnp.maximum(jnp.sum(v), 1.0)
+  if reduction == "mean":
+    return mean
+  if reduction != "sum":
+    raise ValueError(f"unknown KL reduction {reduction!r}; allowed: sum, mean")
+  return mean * n_items
 
 
 def hard_membership(x: jax.Array, centres: jax.Array) -> jax.Array:

@@ -18,6 +18,7 @@ CHOICES = {
     "til.mode": modes.MODES,
     "optim.name": optim.MODEL_OPTIMIZERS,
     "til.kl_reduction": ("mean", "sum"),
+    "til.kl_items": ("all", "batch"),
     "til.hypergrad": ("jvp", "autodiff"),
     "data.noise": ("none", "pos", "neg", "both"),
     "parallel.backend": ("shard_map", "pmap"),
