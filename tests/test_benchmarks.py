@@ -77,3 +77,14 @@ def test_a_missing_peer_gives_an_error_record(tmp_path, monkeypatch):
   assert run.main([*PEERS, f"--out={out}"]) == 2  # none ran: still a JSON report
   r = json.loads(out.read_text())
   assert "no peer ran" in r["error"] and all("error" in rec for rec in r["records"])
+
+
+def test_step_profile_runs_on_synthetic(tmp_path):
+  from benchmarks import profile_step
+  out = tmp_path / "p.json"
+  assert profile_step.main(["--data=synthetic", "--steps=2", f"--out={out}"]) == 0
+  r = json.loads(out.read_text())
+  for optim in ("adam", "sparse_adam"):
+    assert {"step", "kernels", "grad", "update"} <= set(r[f"bpr_{optim}"])
+    assert {"step", "kernels", "state", "hyper", "grad", "update"} <= set(r[f"til_ui_{optim}"])
+    assert r[f"til_ui_{optim}"]["kernels"] > r[f"bpr_{optim}"]["kernels"] > 0
