@@ -3,6 +3,7 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import run
@@ -88,3 +89,12 @@ def test_step_profile_runs_on_synthetic(tmp_path):
     assert {"step", "kernels", "grad", "update"} <= set(r[f"bpr_{optim}"])
     assert {"step", "kernels", "state", "hyper", "grad", "update"} <= set(r[f"til_ui_{optim}"])
     assert r[f"til_ui_{optim}"]["kernels"] > r[f"bpr_{optim}"]["kernels"] > 0
+
+
+def test_row_share_counts_neighbours():
+  from benchmarks import row_share
+  users, items = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2])
+  s = row_share.shares(users, items, 3, 3, np.array([0]), np.array([0]), np.array([0]))
+  # MF: user 0 and item 0; LightGCN also user 0's items {0, 1} and item 0's users {0}
+  assert (s["mf_users"], s["mf_items"]) == (1 / 3, 1 / 3)
+  assert (s["lightgcn_users"], s["lightgcn_items"]) == (1 / 3, 2 / 3)
