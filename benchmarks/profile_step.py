@@ -13,11 +13,12 @@ and timed (median of `--steps` calls on the same batch, after a warm-up):
           hyper  the hypergradient through the lookahead (Eq. 14-15) and OPT_Lambda
           grad   the weighted inner gradient with the new weights
           update the model's optimizer step
-  and the whole step (`step`), as training runs it. The parts add up to more than the step
-  when XLA fuses across them. `kernels` counts the instructions of the compiled step's entry
-  computation that run as separate kernels on the CPU (fusions, gathers, scatters, dots, custom
-  calls, loops): XLA:CPU pays a fixed cost per kernel, which is why the count matters at
-  Gowalla's size. Run it on a quiet machine: the numbers are times.
+  and the whole step (`step`), as training runs it (at a step where eta is not due: once per
+  epoch, as in training; the state is not donated, so each call also allocates its outputs).
+  The parts can add up to more than the step when XLA fuses across them. `kernels` counts the
+  instructions of the compiled step's entry computation that run as separate kernels on the CPU
+  (fusions, gathers, scatters, dots, custom calls, loops): XLA:CPU pays a fixed cost per kernel,
+  which is why the count matters at Gowalla's size. Run it on a quiet machine: the numbers are times.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ def setup(ds, method: str, optim: str, dim: int, batch_size: int):
 def profile_bpr(ds, optim, dim, bs, n) -> dict:
   c, model, m, consts, st, b = setup(ds, "bpr", optim, dim, bs)
   l2, g = float(c.optim.l2), consts["graph"]
-  out = {"step": timed(lambda s, b: m.update(s, b, consts), st, b, n=n),
-         "kernels": kernels(lambda s, b: m.update(s, b, consts), st, b)}
+  out = {"step": timed(m.update, st, b, consts, n=n), "kernels": kernels(m.update, st, b, consts)}
   if optim == "sparse_adam":
     def grad(p, b):
       view, vb = rows.row_view(p["model"], b, model.row_tables)
@@ -97,8 +97,9 @@ def profile_bpr(ds, optim, dim, bs, n) -> dict:
 def profile_til(ds, optim, dim, bs, n) -> dict:
   c, model, m, consts, st, b = setup(ds, "til_ui", optim, dim, bs)
   core, s = m.core, m.core.settings
-  out = {"step": timed(lambda st, b: m.update(st, b, consts), st, b, n=n),
-         "kernels": kernels(lambda st, b: m.update(st, b, consts), st, b)}
+  # a step at which eta is not due (it is once per epoch): the state is not advanced between calls
+  st = st.replace(step=st.step + 1)
+  out = {"step": timed(m.update, st, b, consts, n=n), "kernels": kernels(m.update, st, b, consts)}
   ctx = {"graph": consts["graph"], **st.aux}
   params, batch, outer = st.params, b, b["outer"]
   if core.on_rows:
