@@ -118,6 +118,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
   c.til.eta_every = 0        # eta_u recomputed exactly every N steps; 0: once per epoch (fast)
   c.til.lr_look = 1e-3       # lookahead SGD step (Eq. 15)
+  c.til.lookahead = "sgd"    # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
+                             # (Adam's, its moments held) at optim.lr, as the real update
   c.til.gen_lr = 1e-3        # OPT_Lambda (Adam)
   c.til.gen_l2 = 0.0
   c.til.outer_batch = "fresh"  # fresh | same | valid

@@ -91,6 +91,9 @@ class TIL:
                else "config.optim.name: sparse_adam")
       raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf), and for til_mi "
                         "til.kl_items=batch (the KL over all items reads every row)")
+    if self.on_rows and self.settings.lookahead != "sgd":
+      raise ConfigError("config.til.lookahead: 'optimizer' runs on the dense path only (not with "
+                        "til.row_lookahead or optim.name=sparse_adam)")
 
   @property
   def on_rows(self) -> bool:

@@ -43,12 +43,14 @@ import jax.numpy as jnp
 import optax
 
 from til_jax import objectives
+from til_jax.errors import ConfigError
 from til_jax.models.base import triplet_scores
 from til_jax.parallel import pmean, psum
 from til_jax.til import clustering, states
 from til_jax.til.weight_generator import WeightGenerator, activate, postprocess
 
 INTERESTS = {"til_ui": "uni", "til_mi": "multi", "til_mik": "multi_kmeans"}
+LOOKAHEADS = ("sgd", "optimizer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TILSettings:
   tau: float             # Eq. 7 Student-t temperature
   n_clusters: int        # K
   lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
+  lookahead: str         # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
   activation: str        # Eq. 3 output: sigmoid | softplus | exp
   weight_norm: str       # none | mean | clip | softmax
   clip_max: float
@@ -99,14 +102,21 @@ class TILSettings:
     fields = dict(
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
         kl_reduction=c.kl_reduction, kl_items=c.kl_items, n_clusters=int(c.n_clusters),
-        lr_look=float(c.lr_look),
+        lr_look=float(c.lr_look), lookahead=c.lookahead,
         activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
         temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
         hypergrad=c.hypergrad, l2=float(config.optim.l2), outer_batch=c.outer_batch,
         steps_per_epoch=int(steps_per_epoch), pretrain_steps=epochs * int(steps_per_epoch),
         eta_every=int(c.eta_every), refresh_every=int(c.refresh_every),
         kmeans_iters=int(c.kmeans_iters), row_lookahead=bool(c.row_lookahead))
-    return cls(**{**fields, **overrides})
+    settings = cls(**{**fields, **overrides})
+    if settings.lookahead not in LOOKAHEADS:
+      raise ValueError(f"unknown lookahead {settings.lookahead!r}; allowed: {', '.join(LOOKAHEADS)}")
+    if settings.lookahead == "optimizer" and (settings.first_order or settings.hypergrad != "autodiff"):
+      raise ConfigError("config.til.lookahead: 'optimizer' needs til.hypergrad=autodiff and "
+                        "til.first_order=False (the jvp and first-order routes assume the SGD "
+                        "lookahead, linear in the weights)")
+    return settings
 
   @property
   def eta_period(self) -> int:
@@ -198,12 +208,21 @@ def lookahead(params, weights, model, ctx, batch, settings: TILSettings, shift=N
   """Theta~ = Theta - lr_look * grad_Theta J_in(Theta, w)   (Eq. 15), a plain SGD step, with the
   global-batch gradient under data parallelism (pmean: see the module docstring).
 
+  `lookahead=optimizer`: Theta~ is instead the real OPT_Theta's next step on that gradient,
+  ctx["opt"] = (tx, opt_state), with the optimizer's state (Adam's moments and count) held
+  constant: for Adam, Theta - lr * m'_hat / (sqrt(v'_hat) + eps) with m' = b1 m + (1 - b1) g and
+  v' = b2 v + (1 - b2) g^2, differentiated through g only (set by `til_update`).
+
   `shift`: the clustering loss's gradient (a pytree like `params`), added to grad J_in, which
   then leaves that term out; None: J_in computes everything itself."""
   g = pmean(jax.grad(inner_loss)(params, weights, model, ctx, batch, settings, shift is None),
             settings.axis_name)
   if shift is not None:
     g = jax.tree.map(jnp.add, g, shift)
+  if settings.lookahead == "optimizer":
+    tx, opt_state = ctx["opt"]
+    upd, _ = tx.update(g, jax.lax.stop_gradient(opt_state), params)
+    return optax.apply_updates(params, upd)
   return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
 
 
@@ -277,6 +296,8 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, 
   """One full bilevel step: update Lambda by the hypergradient, then Theta by OPT_Theta on the
   weighted inner loss with the new weights. Returns the new (params, opt_state, gen_params,
   gen_opt_state) and step metrics."""
+  if settings.lookahead == "optimizer":
+    ctx = {**ctx, "opt": (tx, opt_state)}
   gen_params, gen_opt_state, grads, metrics = bilevel_grads(
       params, gen_params, gen_opt_state, model, ctx, batch, outer, gen_tx, settings)
   upd, opt_state = tx.update(grads, opt_state, params)

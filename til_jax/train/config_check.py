@@ -19,6 +19,7 @@ CHOICES = {
     "optim.name": optim.MODEL_OPTIMIZERS,
     "til.kl_reduction": ("mean", "sum"),
     "til.kl_items": ("all", "batch"),
+    "til.lookahead": ("sgd", "optimizer"),
     "til.hypergrad": ("jvp", "autodiff"),
     "data.noise": ("none", "pos", "neg", "both"),
     "parallel.backend": ("shard_map", "pmap"),
