@@ -94,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.ks = (20,)
   c.eval.metric = "recall@20"
   c.eval.chunk = 256
+  c.eval.weight_auroc = True  # TIL on data with noise flags (data.noise, synthetic): log the
+                              # AUROC of the weights, clean vs injected, at every evaluation
   c.eval.drop_cold_items = False  # True: drop held-out items without training interactions
                                   # (the old protocol; they are targets like any other by default)
 

@@ -189,3 +189,16 @@ def test_popularity_baseline():
   np.testing.assert_allclose(m["hitrate@1"], [1, 0, 1, 1])
   np.testing.assert_allclose(m["recall@2"], [1, 1, 1, 1])
   np.testing.assert_allclose(m["ndcg@2"], [1, 1 / np.log2(3), 1, 1], atol=1e-6)
+
+
+def test_auroc_is_the_pairwise_probability_with_ties_half():
+  from til_jax.evaluation import auroc
+  rng = np.random.default_rng(0)
+  scores = rng.integers(0, 5, 60).astype(float)        # many ties
+  pos = rng.random(60) < 0.4
+  p, n = scores[pos], scores[~pos]
+  brute = ((p[:, None] > n[None]).sum() + 0.5 * (p[:, None] == n[None]).sum()) / (p.size * n.size)
+  assert abs(auroc(scores, pos) - brute) < 1e-12
+  assert auroc([3.0, 2.0, 1.0], [True, False, False]) == 1.0
+  assert auroc([1.0, 2.0], [True, False]) == 0.0
+  assert np.isnan(auroc([1.0, 2.0], [True, True]))

@@ -523,3 +523,26 @@ def test_til_update_with_the_optimizer_lookahead_trains(tmp_path):
                   **{"til.lookahead": "optimizer"})
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
+
+
+def test_weight_auroc_is_logged_on_noisy_data(tmp_path):
+  """With injected positives (data.noise=pos) every evaluation of a TIL run logs the AUROC of
+  its weights, clean vs injected, equal to the one recomputed from the final state; BPR logs
+  none."""
+  import json
+
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.evaluation import auroc
+  from til_jax.train import loop
+  data = write_split(str(tmp_path / "d"))
+  c = tiny_config(data, method="til_ui", epochs=2, **{"data.noise": "pos", "eval.every": 1})
+  loop.train_and_evaluate(c, str(tmp_path / "w"))
+  lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+  assert all(0.0 <= x["weight_auroc"] <= 1.0 for x in lines)
+  dataset, _, method, state, consts = loop.restore(c, str(tmp_path / "w"), "latest")
+  w = loop.all_triplet_weights(method, state, dataset, consts)[3]
+  assert abs(auroc(w, dataset.extras["clean"]) - lines[-1]["weight_auroc"]) < 1e-6
+  c = tiny_config(data, method="bpr", epochs=1, **{"data.noise": "pos", "eval.every": 1})
+  loop.train_and_evaluate(c, str(tmp_path / "b"))
+  assert "weight_auroc" not in json.loads(open(tmp_path / "b" / "metrics.jsonl").readline())

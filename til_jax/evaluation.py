@@ -209,3 +209,23 @@ def popularity_scores(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
   every user ranks items by their number of training interactions."""
   pop = np.bincount(dataset.train.indices, minlength=dataset.n_items).astype(np.float32)
   return np.ones((dataset.n_users, 1), np.float32), pop[:, None]
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """Area under the ROC curve: P(score of a positive > score of a negative), ties counted half
+  (the Mann-Whitney U statistic over the product of the class sizes, from average ranks).
+  NaN when either class is empty."""
+  scores = np.asarray(scores, np.float64)
+  positive = np.asarray(positive, bool)
+  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  s = scores[order]
+  ranks = np.empty(s.size, np.float64)
+  starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+  ends = np.r_[starts[1:], s.size]
+  avg = (starts + ends + 1) / 2.0                      # 1-based average rank of each tie group
+  ranks[order] = np.repeat(avg, ends - starts)
+  u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+  return float(u / (n_pos * n_neg))

@@ -283,12 +283,19 @@ class TIL:
 
   # ------------------------------------------------------------------------- analysis
 
-  def weights(self, state: TrainState, batch, consts) -> jax.Array:
-    """The weights w [B] the generator gives the batch's triplets now, with eta_u and the
-    memberships recomputed from the current representations."""
+  def refreshed(self, state: TrainState, consts) -> TrainState:
+    """The state with eta_u and the memberships recomputed from the current representations."""
     state = state.replace(aux={**state.aux, "eta": self.eta(state, consts)})
     if states.uses_clusters(self.settings.interest):
       state = self.recluster(state, consts)
+    return state
+
+  def weights(self, state: TrainState, batch, consts, refresh: bool = True) -> jax.Array:
+    """The weights w [B] the generator gives the batch's triplets now, with eta_u and the
+    memberships recomputed from the current representations (`refresh=False`: as `state`
+    holds them, e.g. once `refreshed` for many batches)."""
+    if refresh:
+      state = self.refreshed(state, consts)
     ctx = {"graph": consts["graph"], **state.aux}
     s = bilevel.triplet_state(self.model, state.params, ctx, batch, self.settings)
     return bilevel.triplet_weights(self.model, state.gen_params, s, batch["mask"], self.settings)

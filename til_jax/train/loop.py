@@ -32,7 +32,7 @@ from til_jax.data.dataset import drop_cold_items, split_meta
 from til_jax.data.noise import inject_noise
 from til_jax.data.registry import load_dataset
 from til_jax.errors import ConfigError, NonFiniteError
-from til_jax.evaluation import Evaluator
+from til_jax.evaluation import Evaluator, auroc
 from til_jax.models import make_model
 from til_jax.registry import METHODS
 from til_jax.state import TrainState, make_consts
@@ -257,6 +257,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mp = parallel.local(state.params["model"])
     return ev(score_fn, (mp, represent(mp, consts["graph"])))
 
+  clean = noise_flags(config, dataset, method)
   state = init_state(config, model, method)
   ckpt = Checkpointer(workdir, keep=int(config.checkpoint.keep))
   abstract = dp.abstract(state)
@@ -322,6 +323,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         te = time.time()
         valid = evaluate(state, valid_ev)
         record["valid"] = valid
+        if clean is not None:  # does the generator tell injected positives from clean ones?
+          w = all_triplet_weights(method, parallel.local(state), dataset, consts)[3]
+          record["weight_auroc"] = auroc(w, clean)
         record["eval_seconds"] = round(time.time() - te, 3)
         if valid[metric] > meta["best"]:
           meta.update(best=valid[metric], best_epoch=epoch + 1, bad_epochs=0)
@@ -334,7 +338,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         board.epoch(record)
       line = (f"epoch {epoch + 1:4d} loss {record['loss']:.4f} {seconds:.2f}s"
               + (f" | valid {metric} {record['valid'][metric]:.4f}" if "valid" in record else "")
-              + (f" w {record['w_mean']:.3f}+-{record['w_std']:.3f}" if "w_mean" in record else ""))
+              + (f" w {record['w_mean']:.3f}+-{record['w_std']:.3f}" if "w_mean" in record else "")
+              + (f" auroc {record['weight_auroc']:.3f}" if "weight_auroc" in record else ""))
       if bar is not None:
         bar.update(1)
         bar.set_postfix_str(line.split(" ", 2)[2])
@@ -418,6 +423,17 @@ def restore(config, workdir: str, which: str = "best"):
   return dataset, model, method, restored, consts
 
 
+def noise_flags(config, dataset, method) -> np.ndarray | None:
+  """extras["clean"] (aligned with train.to_pairs()) when the weight AUROC is to be logged: a
+  method with a weight generator (the TIL family), `eval.weight_auroc`, and both clean and
+  injected training pairs; else None."""
+  clean = dataset.extras.get("clean")
+  if (not config.eval.get("weight_auroc", True) or not hasattr(method, "core") or clean is None
+      or np.all(clean) or not np.any(clean)):
+    return None
+  return np.asarray(clean, bool)
+
+
 def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
                     batch_size: int = 4096) -> np.ndarray:
   """The weights the trained generator gives the triplets (users, pos, neg) [n], in their order.
@@ -426,7 +442,8 @@ def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
   softmax) rescales every batch by about the same constant and weights stay comparable across
   the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
   order = np.random.default_rng(seed).permutation(users.size)
-  fn = jax.jit(method.core.weights)
+  state = jax.jit(method.core.refreshed)(state, consts)  # eta and memberships once, not per batch
+  fn = jax.jit(functools.partial(method.core.weights, refresh=False))
   out = []
   for s in range(0, users.size, batch_size):
     idx = order[s: s + batch_size]
