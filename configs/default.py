@@ -81,11 +81,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.lr = 1e-3
   c.optim.eps = 1e-8         # Adam's epsilon (optax default)
   c.optim.l2 = 1e-4          # on the batch's ego embedding rows, per triplet
+  c.optim.weight_decay = 0.0  # coupled L2 on every parameter at every step (PyTorch Adam's
+                              # weight_decay, as the authors' code: 1e-2); not with sparse_adam
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 5000
   c.train.epochs = 0         # epochs, patience, eval.every, til.pretrain_epochs: from the budget
   c.train.patience = 0
+  c.train.loss_scale = 1.0   # plain BPR only: its loss times c (the control for TIL's weights)
   c.train.meta_to_train = False  # the control of til.outer_batch=valid: the meta part of valid
                                  # (til.meta_fraction, same split) joins the training data
 

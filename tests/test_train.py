@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import default
@@ -219,3 +220,39 @@ def test_other_backbones_train_through_the_loop(tmp_path, backbone):
   res = loop.train_and_evaluate(tiny_config(data, "til_ui", epochs=2, **{"model.name": backbone}),
                                 str(tmp_path / "w"))
   assert res["backbone"] == backbone and np.isfinite(res["valid"]["recall@10"])
+
+
+def test_loss_scale_multiplies_the_bpr_term_only():
+  rng = np.random.default_rng(2)
+  model = MF(n_users=5, n_items=7, dim=4)
+  params = {"model": {"user": jnp.asarray(rng.normal(size=(5, 4))),
+                      "item": jnp.asarray(rng.normal(size=(7, 4)))}}
+  batch = {"users": jnp.asarray([0, 1, 4]), "pos": jnp.asarray([2, 3, 6]),
+           "neg": jnp.asarray([5, 0, 1]), "mask": jnp.ones(3, bool)}
+  bpr = float(bpr_objective(params, model, {}, batch, 0.0))
+  reg = float(bpr_objective(params, model, {}, batch, 0.3)) - bpr
+  assert abs(float(bpr_objective(params, model, {}, batch, 0.3, scale=2.5)) - (2.5 * bpr + reg)) < 1e-5
+
+
+def test_loss_scale_and_weight_decay_are_checked(tmp_path):
+  c = tiny_config(write_split(str(tmp_path / "d")), method="pris", **{"train.loss_scale": 2.0})
+  with pytest.raises(ConfigError, match="config.train.loss_scale"):
+    loop.build(c)
+  c = tiny_config(write_split(str(tmp_path / "d")), **{"optim.weight_decay": 1e-2,
+                                                       "optim.name": "sparse_adam"})
+  with pytest.raises(ConfigError, match="config.optim.weight_decay"):
+    loop.build(c)
+
+
+def test_weight_decay_is_coupled_l2_before_adam():
+  """optim.weight_decay = PyTorch Adam's weight_decay: Adam on g + wd * theta."""
+  from til_jax import optim as opt
+  c = default.get_config()
+  c.optim.weight_decay, c.optim.lr = 0.1, 0.01
+  tx = opt.model_optimizer(c.optim)
+  p = {"w": jnp.asarray([1.0, -2.0, 3.0])}
+  g = {"w": jnp.asarray([0.5, 0.0, -1.0])}
+  ref = optax.adam(0.01)
+  want = ref.update({"w": g["w"] + 0.1 * p["w"]}, ref.init(p), p)[0]
+  got = tx.update(g, tx.init(p), p)[0]
+  np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=1e-6)

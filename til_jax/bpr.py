@@ -39,13 +39,16 @@ from til_jax.registry import METHODS
 from til_jax.state import TrainState
 
 
-def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None):
-  """Mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
-  `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean)."""
+def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None,
+                  scale: float = 1.0):
+  """scale * mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
+  `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean). `scale` (train.loss_scale)
+  is the control for TIL's mean weight: the BPR term times a constant, the L2 term not."""
   mp = params["model"]
   pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
   reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
-  return objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name) + l2 * pmean(reg, axis_name)
+  bpr = objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name)
+  return (bpr if scale == 1.0 else scale * bpr) + l2 * pmean(reg, axis_name)
 
 
 def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
@@ -56,19 +59,22 @@ def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
   return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 
-def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: str | None = None):
+def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: str | None = None,
+             scale: float = 1.0):
   """One plain BPR step (also TIL's pre-training step)."""
-  loss, grads = jax.value_and_grad(bpr_objective)(state.params, model, graph, batch, l2, axis_name)
+  loss, grads = jax.value_and_grad(bpr_objective)(state.params, model, graph, batch, l2, axis_name,
+                                                  scale)
   return apply_grads(state, tx, loss, pmean(grads, axis_name))
 
 
-def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, lr: float, eps: float):
+def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, lr: float, eps: float,
+                    scale: float = 1.0):
   """One BPR step on the rows the batch touches (`til_jax.rows`): the same loss as `bpr_step`,
   Adam's moments and parameters moved on those rows only (sparse_adam at `lr`, `eps`)."""
   mp = state.params["model"]
   view, b = rows.row_view(mp, batch, model.row_tables)
   loss, g = jax.value_and_grad(
-      lambda v: bpr_objective({"model": v}, model, graph, b, l2))(view)
+      lambda v: bpr_objective({"model": v}, model, graph, b, l2, scale=scale))(view)
   index = {"model": {t: batch[f"rows_{t}"] for t in model.row_tables}}
   params, opt_state = rows.adam_rows({"model": g}, state.opt_state, state.params, index, lr,
                                      eps=eps)
@@ -103,6 +109,10 @@ class BPR:
           f"til_mik) on a backbone with row tables (mf, neumf); {self.name} on "
           f"{getattr(model, 'name', type(model).__name__)} has none: use optim.name=adam")
     self.lr, self.eps = float(config.optim.lr), float(config.optim.eps)
+    self.loss_scale = float(config.train.get("loss_scale", 1.0))
+    if self.loss_scale != 1.0 and type(self).update is not BPR.update:
+      raise ConfigError(f"config.train.loss_scale: {self.loss_scale} scales plain BPR's loss (a "
+                        f"control for TIL's mean weight); {self.name} has its own loss")
 
   def has_row_step(self, model) -> bool:
     """Whether this method's update has a row-sparse (sparse_adam) step on `model`: BPR's own
@@ -143,5 +153,7 @@ class BPR:
 
   def update(self, state, batch, consts):
     if self.row_sparse:
-      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.lr, self.eps)
-    return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name)
+      return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.lr, self.eps,
+                             self.loss_scale)
+    return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name,
+                    self.loss_scale)

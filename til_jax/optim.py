@@ -14,11 +14,17 @@ def model_optimizer(optim) -> optax.GradientTransformation:
   """OPT_Theta from `config.optim`: Adam (the paper), plain SGD, or sparse_adam, whose state is
   Adam's: the row-sparse step (`til_jax.rows.adam_rows`) updates it on the touched rows only, and
   a step on dense gradients (methods and backbones without a row-sparse step) is Adam's."""
-  if optim.name == "sgd":
-    return optax.sgd(float(optim.lr))
-  if optim.name in ("adam", "sparse_adam"):
-    return optax.adam(float(optim.lr), eps=float(optim.eps))
-  raise ConfigError(f"config.optim.name: {optim.name!r}; allowed: {', '.join(MODEL_OPTIMIZERS)}")
+  if optim.name not in MODEL_OPTIMIZERS:
+    raise ConfigError(f"config.optim.name: {optim.name!r}; allowed: {', '.join(MODEL_OPTIMIZERS)}")
+  wd = float(optim.get("weight_decay", 0.0))
+  if wd and optim.name == "sparse_adam":
+    raise ConfigError("config.optim.weight_decay: decays every row at every step, which a lazy "
+                      "(sparse_adam) step does not do; use optim.name=adam or optim.l2")
+  tx = (optax.sgd(float(optim.lr)) if optim.name == "sgd"
+        else optax.adam(float(optim.lr), eps=float(optim.eps)))
+  # weight_decay: coupled L2 (PyTorch Adam's weight_decay, the authors' code): wd * theta added
+  # to the gradient of every parameter before the moments
+  return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
 
 
 def generator_optimizer(til) -> optax.GradientTransformation:

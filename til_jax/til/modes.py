@@ -6,8 +6,9 @@
            training batch (Eq. 13), KL summed over items (Eq. 9), exact hypergradient. Fields
            set here override the config's til fields; the optimizer stays `optim.*` (Adam by
            default, as in the paper; `optim.name=sgd` gives the SGD variant).
-  authors  the authors' public code's choices: softplus weights clipped to [0, 5], summed
-           weighted loss, the inner batch itself as the outer batch (the best variant of the
+  authors  the authors' public code's choices: softplus weights clipped to [0, 5] (its
+           `--trick clip` option; the code's default `raw` does not clip), summed weighted
+           loss, the inner batch itself as the outer batch (the best variant of the
            importance study, RESULTS.md; its weights end up at the clip).
 """
 

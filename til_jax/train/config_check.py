@@ -29,8 +29,9 @@ POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.ever
                 "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
                 "til.refresh_every")
 NONNEG_INT = ("til.eta_every",)
-POSITIVE_FLOAT = ("optim.lr", "til.lr_look", "til.gen_lr", "til.tau", "til.temperature")
-NONNEG_FLOAT = ("optim.l2", "til.gamma", "til.gen_l2", "til.alpha")
+POSITIVE_FLOAT = ("optim.lr", "train.loss_scale", "til.lr_look", "til.gen_lr", "til.tau",
+                  "til.temperature")
+NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
 # any device count or backend computes the same numbers within float32 rounding.)
 VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget",
