@@ -123,6 +123,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
   c.til.eta_every = 0        # eta_u recomputed exactly every N steps; 0: once per epoch (fast)
   c.til.lr_look = 1e-3       # lookahead SGD step (Eq. 15)
+  c.til.loss_inputs = False  # the state also holds the triplet's BPR loss and its z-score
+                             # among the user's running losses (Meta-Weight-Net style inputs)
+  c.til.loss_decay = 0.9     # decay of those per-user running statistics, per batch of the user
   c.til.lookahead = "sgd"    # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
                              # (Adam's, its moments held) at optim.lr, as the real update
   c.til.gen_lr = 1e-3        # OPT_Lambda (Adam)

@@ -546,3 +546,48 @@ def test_weight_auroc_is_logged_on_noisy_data(tmp_path):
   c = tiny_config(data, method="bpr", epochs=1, **{"data.noise": "pos", "eval.every": 1})
   loop.train_and_evaluate(c, str(tmp_path / "b"))
   assert "weight_auroc" not in json.loads(open(tmp_path / "b" / "metrics.jsonl").readline())
+
+
+def test_loss_inputs_state_and_running_statistics_match_numpy():
+  """til.loss_inputs: s_t ends with the triplet's BPR loss and its z-score among the user's
+  running losses; the statistics follow the per-user EMA of batch means (repeated users)."""
+  with jax.enable_x64(True):
+    model, params, batch, settings, ctx, gen_params = fixture()
+    s = bilevel.TILSettings(**{**settings.__dict__, "loss_inputs": True, "loss_decay": 0.8})
+    stats = np.zeros((N_USERS, 3))
+    stats[1] = [2, 0.5, 0.5 ** 2 + 0.09]          # mean 0.5, sd 0.3
+    ctx = {**ctx, "loss_stats": jnp.asarray(stats)}
+    st = np.asarray(bilevel.triplet_state(model, params, ctx, batch, s))
+    U, I = np.asarray(params["model"]["user"]), np.asarray(params["model"]["item"])
+    u, i, j = (np.asarray(batch[k]) for k in ("users", "pos", "neg"))
+    loss = np.log1p(np.exp(-((U[u] * I[i]).sum(1) - (U[u] * I[j]).sum(1))))
+    z = np.where(stats[u, 0] > 0, (loss - stats[u, 1]) / (np.sqrt(np.maximum(
+        stats[u, 2] - stats[u, 1] ** 2, 0)) + 1e-6), 0.0)
+    assert st.shape == (B, 2 * DIM + 2)
+    np.testing.assert_allclose(st[:, -2], loss, rtol=1e-10)
+    np.testing.assert_allclose(st[:, -1], z, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(st[:, :-2], np.asarray(bilevel.triplet_state(
+        model, params, ctx, batch, settings)), rtol=1e-12)
+    users = jnp.asarray([1, 1, 3, 0])
+    losses = jnp.asarray([0.2, 0.6, 1.0, 7.0])
+    mask = jnp.asarray([True, True, True, False])
+    new = np.asarray(bilevel.update_loss_stats(jnp.asarray(stats), users, losses, mask, 0.8))
+    want = stats.copy()
+    want[1] = [4, 0.8 * 0.5 + 0.2 * 0.4, 0.8 * stats[1, 2] + 0.2 * (0.04 + 0.36) / 2]
+    want[3] = [1, 1.0, 1.0]                        # first batch: the batch mean itself
+    np.testing.assert_allclose(new, want, rtol=1e-12)   # user 0: masked out, unchanged
+    g = bilevel.init_generator(jax.random.key(0), model, s)
+    assert g["params"]["W1"]["kernel"].shape[0] == 2 * DIM + 2
+
+
+def test_loss_inputs_train_through_the_loop(tmp_path):
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.train import loop
+  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=2,
+                  **{"til.loss_inputs": True})
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert res["valid"]["recall@10"] > 0
+  _, _, _, state, _ = loop.restore(c, str(tmp_path / "w"), "latest")
+  stats = np.asarray(state.aux["loss_stats"])
+  assert (stats[:, 0] > 0).mean() > 0.9 and np.isfinite(stats).all()

@@ -43,9 +43,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from til_jax import optim, rows
+from til_jax import objectives, optim, rows
 from til_jax.bpr import bpr_step, sparse_bpr_step
 from til_jax.errors import ConfigError
+from til_jax.models.base import triplet_scores
 from til_jax.state import TrainState
 from til_jax.til import bilevel, clustering, modes, states
 from til_jax.til.bilevel import TILSettings
@@ -91,6 +92,9 @@ class TIL:
                else "config.optim.name: sparse_adam")
       raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf), and for til_mi "
                         "til.kl_items=batch (the KL over all items reads every row)")
+    if self.on_rows and self.settings.loss_inputs:
+      raise ConfigError("config.til.loss_inputs: runs on the dense path only (not with "
+                        "til.row_lookahead or optim.name=sparse_adam)")
     if self.on_rows and self.settings.lookahead != "sgd":
       raise ConfigError("config.til.lookahead: 'optimizer' runs on the dense path only (not with "
                         "til.row_lookahead or optim.name=sparse_adam)")
@@ -127,9 +131,11 @@ class TIL:
     if params is None:
       k_model, key = jax.random.split(key)
       params = {"model": self.model.init(k_model)}
-    gen_params = bilevel.init_generator(key, self.model)
+    gen_params = bilevel.init_generator(key, self.model, self.settings)
     r, k = self.model.repr_dim, self.settings.n_clusters
     aux = {"eta": jnp.zeros((self.model.n_users, r), jnp.float32)}
+    if self.settings.loss_inputs:   # (count, mean, mean of squares) of each user's BPR losses
+      aux["loss_stats"] = jnp.zeros((self.model.n_users, 3), jnp.float32)
     if states.uses_clusters(self.settings.interest):
       aux["membership"] = jnp.zeros((self.model.n_items,), jnp.int32)
       aux["target"] = jnp.zeros((self.model.n_items, k), jnp.float32)
@@ -183,8 +189,16 @@ class TIL:
     params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
         state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
         batch, outer, self.tx, self.gen_tx, self.settings)
+    aux = state.aux
+    if self.settings.loss_inputs:   # this batch's losses (before the step) join the statistics
+      mp = jax.lax.stop_gradient(state.params["model"])
+      losses = objectives.bpr_per_triplet(*triplet_scores(
+          self.model, mp, consts["graph"], batch["users"], batch["pos"], batch["neg"]))
+      aux = {**aux, "loss_stats": bilevel.update_loss_stats(
+          aux["loss_stats"], batch["users"], losses, batch["mask"], self.settings.loss_decay,
+          self.settings.axis_name)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         gen_params=gen_params, gen_opt_state=gen_opt_state), metrics
+                         gen_params=gen_params, gen_opt_state=gen_opt_state, aux=aux), metrics
 
   def _bilevel_rows(self, state, batch, outer, consts):
     """The same bilevel step on the rows the inner and outer batch touch (`til.row_lookahead`):

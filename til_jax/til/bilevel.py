@@ -67,6 +67,8 @@ class TILSettings:
   n_clusters: int        # K
   lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
   lookahead: str         # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
+  loss_inputs: bool      # the state also holds the triplet's BPR loss and its per-user z-score
+  loss_decay: float      # decay of the per-user running loss statistics (loss_inputs)
   activation: str        # Eq. 3 output: sigmoid | softplus | exp
   weight_norm: str       # none | mean | clip | softmax
   clip_max: float
@@ -102,7 +104,8 @@ class TILSettings:
     fields = dict(
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
         kl_reduction=c.kl_reduction, kl_items=c.kl_items, n_clusters=int(c.n_clusters),
-        lr_look=float(c.lr_look), lookahead=c.lookahead,
+        lr_look=float(c.lr_look), lookahead=c.lookahead, loss_inputs=bool(c.loss_inputs),
+        loss_decay=float(c.loss_decay),
         activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
         temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
         hypergrad=c.hypergrad, l2=float(config.optim.l2), outer_batch=c.outer_batch,
@@ -132,9 +135,42 @@ def generator(model) -> WeightGenerator:
   return WeightGenerator(hidden=model.repr_dim)
 
 
-def init_generator(key, model):
-  """Lambda: the weight generator's parameters for states of size 2 * repr_dim."""
-  return generator(model).init(key, jnp.zeros((1, 2 * model.repr_dim)))
+def state_size(model, settings: TILSettings | None = None) -> int:
+  """The width of s_t: 2 * repr_dim (Eq. 5, 6), plus 2 with `loss_inputs`."""
+  return 2 * model.repr_dim + (2 if settings is not None and settings.loss_inputs else 0)
+
+
+def init_generator(key, model, settings: TILSettings | None = None):
+  """Lambda: the weight generator's parameters for states of size `state_size`."""
+  return generator(model).init(key, jnp.zeros((1, state_size(model, settings))))
+
+
+def loss_features(losses, users, stats) -> jax.Array:
+  """[B, 2]: the triplet's BPR loss and its z-score among the user's recent losses,
+  (l - m_u) / (sd_u + 1e-6) from stats [n_users, 3] = (count, mean, mean of squares); 0 for a
+  user without statistics yet."""
+  st = stats[users]
+  sd = jnp.sqrt(jnp.maximum(st[:, 2] - st[:, 1] ** 2, 0.0))
+  z = jnp.where(st[:, 0] > 0, (losses - st[:, 1]) / (sd + 1e-6), 0.0)
+  return jnp.stack([losses, z], axis=-1)
+
+
+def update_loss_stats(stats, users, losses, mask, decay: float,
+                      axis_name: str | None = None) -> jax.Array:
+  """Per-user running loss statistics after a batch: each user's batch mean loss l_u (and of
+  l^2) enters as m <- decay * m + (1 - decay) * l_u, or sets m on the user's first batch (over
+  the global batch under data parallelism)."""
+  n = stats.shape[0]
+  m = mask.astype(losses.dtype)
+  cnt, tot, tot2 = psum((jax.ops.segment_sum(m, users, n),
+                         jax.ops.segment_sum(m * losses, users, n),
+                         jax.ops.segment_sum(m * losses ** 2, users, n)), axis_name)
+  mean, sq = tot / jnp.maximum(cnt, 1.0), tot2 / jnp.maximum(cnt, 1.0)
+  seen, new = stats[:, 0] > 0, cnt > 0
+  d = jnp.where(seen, decay, 0.0)
+  upd = jnp.stack([stats[:, 0] + cnt, d * stats[:, 1] + (1 - d) * mean,
+                   d * stats[:, 2] + (1 - d) * sq], axis=-1)
+  return jnp.where(new[:, None], upd, stats)
 
 
 def triplet_state(model, params, ctx, batch, settings: TILSettings):
@@ -148,7 +184,12 @@ def triplet_state(model, params, ctx, batch, settings: TILSettings):
   if clusters:
     centres = p["centres"] if "centres" in p else ctx["centres"]
     mu_i, mu_j = centres[ctx["membership"][pos]], centres[ctx["membership"][neg]]
-  return fn(u, i, j, eta, mu_i, mu_j, settings)
+  s = fn(u, i, j, eta, mu_i, mu_j, settings)
+  if settings.loss_inputs:
+    losses = objectives.bpr_per_triplet(*triplet_scores(model, p["model"], ctx["graph"], users,
+                                                        pos, neg))
+    s = jnp.concatenate([s, loss_features(losses, users, ctx["loss_stats"])], axis=-1)
+  return s
 
 
 def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Array:

@@ -18,7 +18,7 @@ import copy
 
 PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
          "kl_reduction": "sum", "kl_items": "all", "outer_batch": "fresh", "first_order": False,
-         "lookahead": "sgd"}
+         "lookahead": "sgd", "loss_inputs": False}
 AUTHORS = {"activation": "softplus", "weight_norm": "clip", "clip_max": 5.0, "reduction": "sum",
            "outer_batch": "same"}
 PRESETS = {"paper": PAPER, "authors": AUTHORS}
