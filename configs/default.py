@@ -123,6 +123,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.til.kmeans_iters = 5     # til_mik: Lloyd iterations per refresh
   c.til.eta_every = 0        # eta_u recomputed exactly every N steps; 0: once per epoch (fast)
   c.til.lr_look = 1e-3       # lookahead SGD step (Eq. 15)
+  c.til.objective = "paper"  # paper: Eq. 12-15 | authors: the effective objective of the
+                             # authors' code (til/bilevel.py authors_grads; til.mode=authors_code)
+  c.til.gen_weight_decay = 0.0  # coupled L2 on Lambda (PyTorch Adam's weight_decay; authors 1e-1)
   c.til.loss_inputs = False  # the state also holds the triplet's BPR loss and its z-score
                              # among the user's running losses (Meta-Weight-Net style inputs)
   c.til.loss_decay = 0.9     # decay of those per-user running statistics, per batch of the user

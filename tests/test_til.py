@@ -591,3 +591,64 @@ def test_loss_inputs_train_through_the_loop(tmp_path):
   _, _, _, state, _ = loop.restore(c, str(tmp_path / "w"), "latest")
   stats = np.asarray(state.aux["loss_stats"])
   assert (stats[:, 0] > 0).mean() > 0.9 and np.isfinite(stats).all()
+
+
+def test_authors_objective_is_the_total_derivative_of_their_losses():
+  """til.objective=authors: the model's gradient is d/dTheta of J_in(Theta, w(s(Theta))) +
+  J_out(Theta - lr grad J_in) with the state undetached, and Lambda's that of J_out only; both
+  against central finite differences of those scalars (float64); they differ from the paper's."""
+  with jax.enable_x64(True):
+    model, params, batch, settings, ctx, gen_params = fixture(lr_look=0.5)
+    s = bilevel.TILSettings(**{**settings.__dict__, "objective": "authors", "l2": 0.05,
+                               "activation": "softplus"})
+    tx = optax.sgd(1.0)
+    _, _, grads, m = bilevel.bilevel_grads(params, gen_params, tx.init(gen_params), model, ctx,
+                                           batch, batch["outer"], tx, s)
+    g_gen = jax.tree.map(lambda a, b: a - b, gen_params, bilevel.bilevel_grads(
+        params, gen_params, tx.init(gen_params), model, ctx, batch, batch["outer"], tx, s)[0])
+
+    def j_in(th, gp):
+      st = bilevel.triplet_state(model, th, ctx, batch, s, detach=False)
+      return bilevel.inner_loss(th, bilevel.triplet_weights(model, gp, st, batch["mask"], s), model,
+                                ctx, batch, s)
+
+    def j_out(th, gp):
+      g = jax.grad(j_in)(th, gp)
+      return bilevel.outer_loss(jax.tree.map(lambda p, d: p - 0.5 * d, th, g), model, ctx,
+                                batch["outer"])
+    total = lambda th: float(j_in(th, gen_params) + j_out(th, gen_params))
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    g_flat = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
+    for k in np.random.default_rng(3).choice(flat.size, 10, replace=False):
+      e = np.zeros(flat.size)
+      e[k] = 1e-6
+      fd = (total(unravel(flat + e)) - total(unravel(flat - e))) / 2e-6
+      np.testing.assert_allclose(g_flat[k], fd, rtol=1e-5, atol=1e-9)
+    gflat, gun = jax.flatten_util.ravel_pytree(gen_params)
+    gg = np.asarray(jax.flatten_util.ravel_pytree(g_gen)[0])
+    for k in np.random.default_rng(4).choice(gflat.size, 8, replace=False):
+      e = np.zeros(gflat.size)
+      e[k] = 1e-6
+      fd = (float(j_out(params, gun(gflat + e))) - float(j_out(params, gun(gflat - e)))) / 2e-6
+      np.testing.assert_allclose(gg[k], fd, rtol=1e-5, atol=1e-9)
+    paper = bilevel.TILSettings(**{**s.__dict__, "objective": "paper"})
+    g_paper = bilevel.bilevel_grads(params, gen_params, tx.init(gen_params), model, ctx, batch,
+                                    batch["outer"], tx, paper)[2]
+    assert np.abs(g_flat - np.asarray(jax.flatten_util.ravel_pytree(g_paper)[0])).max() > 1e-4
+    assert float(m["outer_loss"]) == pytest.approx(float(j_out(params, gen_params)), rel=1e-12)
+
+
+def test_authors_code_mode_trains_with_their_optimizers(tmp_path):
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.til import modes
+  from til_jax.train import loop
+  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=2,
+                  **{"til.mode": "authors_code"})
+  r = modes.resolve(c)
+  assert (r.til.objective, r.optim.weight_decay, r.til.gen_weight_decay) == ("authors", 1e-2, 0.1)
+  assert c.optim.weight_decay == 0.0               # the caller's config is not changed
+  _, _, m, _ = loop.build(c)
+  assert len(m.core.tx.init({"x": jnp.zeros(2)})) == 2   # chain(decay, adam)
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert res["valid"]["recall@10"] > 0

@@ -28,6 +28,9 @@ def model_optimizer(optim) -> optax.GradientTransformation:
 
 
 def generator_optimizer(til) -> optax.GradientTransformation:
-  """OPT_Lambda from `config.til`: Adam at `gen_lr`, AdamW when `gen_l2` > 0."""
+  """OPT_Lambda from `config.til`: Adam at `gen_lr`, AdamW when `gen_l2` > 0, and coupled L2
+  (PyTorch Adam's weight_decay) when `gen_weight_decay` > 0."""
   lr, l2 = float(til.gen_lr), float(til.gen_l2)
-  return optax.adamw(lr, weight_decay=l2) if l2 else optax.adam(lr)
+  tx = optax.adamw(lr, weight_decay=l2) if l2 else optax.adam(lr)
+  wd = float(til.get("gen_weight_decay", 0.0))
+  return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx

@@ -51,6 +51,7 @@ from til_jax.til.weight_generator import WeightGenerator, activate, postprocess
 
 INTERESTS = {"til_ui": "uni", "til_mi": "multi", "til_mik": "multi_kmeans"}
 LOOKAHEADS = ("sgd", "optimizer")
+OBJECTIVES = ("paper", "authors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class TILSettings:
   n_clusters: int        # K
   lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
   lookahead: str         # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
+  objective: str         # paper: Eq. 12-15 | authors: the effective objective of their code
   loss_inputs: bool      # the state also holds the triplet's BPR loss and its per-user z-score
   loss_decay: float      # decay of the per-user running loss statistics (loss_inputs)
   activation: str        # Eq. 3 output: sigmoid | softplus | exp
@@ -104,7 +106,8 @@ class TILSettings:
     fields = dict(
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
         kl_reduction=c.kl_reduction, kl_items=c.kl_items, n_clusters=int(c.n_clusters),
-        lr_look=float(c.lr_look), lookahead=c.lookahead, loss_inputs=bool(c.loss_inputs),
+        lr_look=float(c.lr_look), lookahead=c.lookahead, objective=c.objective,
+        loss_inputs=bool(c.loss_inputs),
         loss_decay=float(c.loss_decay),
         activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
         temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
@@ -115,6 +118,14 @@ class TILSettings:
     settings = cls(**{**fields, **overrides})
     if settings.lookahead not in LOOKAHEADS:
       raise ValueError(f"unknown lookahead {settings.lookahead!r}; allowed: {', '.join(LOOKAHEADS)}")
+    if settings.objective not in OBJECTIVES:
+      raise ConfigError(f"config.til.objective: {settings.objective!r}; allowed: "
+                        f"{', '.join(OBJECTIVES)}")
+    if settings.objective == "authors" and (settings.first_order or settings.lookahead != "sgd"
+                                            or settings.loss_inputs):
+      raise ConfigError("config.til.objective: 'authors' has its own second-order SGD lookahead "
+                        "and the paper's state (til.first_order=False, til.lookahead=sgd, "
+                        "til.loss_inputs=False)")
     if settings.lookahead == "optimizer" and (settings.first_order or settings.hypergrad != "autodiff"):
       raise ConfigError("config.til.lookahead: 'optimizer' needs til.hypergrad=autodiff and "
                         "til.first_order=False (the jvp and first-order routes assume the SGD "
@@ -173,9 +184,10 @@ def update_loss_stats(stats, users, losses, mask, decay: float,
   return jnp.where(new[:, None], upd, stats)
 
 
-def triplet_state(model, params, ctx, batch, settings: TILSettings):
-  """s_t [B, 2r] for the batch, computed under stop-gradient (Eq. 5 / Eq. 6)."""
-  p = jax.lax.stop_gradient(params)
+def triplet_state(model, params, ctx, batch, settings: TILSettings, detach: bool = True):
+  """s_t [B, 2r] for the batch, computed under stop-gradient (Eq. 5 / Eq. 6); `detach=False`:
+  differentiable in the representations (the authors' code; eta_u stays held)."""
+  p = jax.lax.stop_gradient(params) if detach else params
   users, pos, neg = batch["users"], batch["pos"], batch["neg"]
   u, i, j = model.triplet_repr(p["model"], ctx["graph"], users, pos, neg)
   eta = ctx["eta"][users]
@@ -345,11 +357,56 @@ def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, 
   return optax.apply_updates(params, upd), opt_state, gen_params, gen_opt_state, metrics
 
 
+def _metrics(loss, j_out, w, mask, g_gen, grads, ax) -> dict:
+  m = mask.astype(w.dtype)
+  n = jnp.maximum(psum(m.sum(), ax), 1.0)
+  w_mean = psum(jnp.sum(w * m), ax) / n
+  return {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
+          "w_std": jnp.sqrt(psum(jnp.sum(m * (w - w_mean) ** 2), ax) / n),
+          "hypergrad_norm": optax.tree.norm(g_gen), "grad_norm": optax.tree.norm(grads)}
+
+
+def authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
+                  gen_tx: optax.GradientTransformation, settings: TILSettings):
+  """The effective objective of the authors' code (haolun-wu/TIL main_MF.py; BUILD_NOTES.md):
+  with the weights w(s(Theta); Lambda) of an undetached state and the old Lambda,
+    J_in(Theta, Lambda),  Theta~ = Theta - lr_look grad_Theta J_in  (second order through w too),
+    the model's gradient  d/dTheta [J_in + J_out(Theta~(Theta, Lambda))]  (their "frozen"
+    embeddings are not frozen, so the outer loss trains them too),
+    Lambda's gradient     d/dLambda J_out(Theta~)  (their controller's J_in gradient is zeroed).
+  Same returns as `bilevel_grads`."""
+  ax = settings.axis_name
+
+  def weights(th, gp):
+    s = triplet_state(model, th, ctx, batch, settings, detach=False)
+    return triplet_weights(model, gp, s, batch["mask"], settings)
+
+  def j_in(th, gp):
+    return inner_loss(th, weights(th, gp), model, ctx, batch, settings)
+
+  def j_out(th, gp):
+    g = pmean(jax.grad(j_in)(th, gp), ax)
+    return outer_loss(jax.tree.map(lambda p, d: p - settings.lr_look * d, th, g), model, ctx,
+                      outer, ax)
+
+  loss, g_in = jax.value_and_grad(j_in)(params, gen_params)
+  j, (g_out, g_gen) = jax.value_and_grad(j_out, argnums=(0, 1))(params, gen_params)
+  grads = pmean(jax.tree.map(jnp.add, g_in, g_out), ax)
+  g_gen = pmean(g_gen, ax)
+  w = jax.lax.stop_gradient(weights(params, gen_params))
+  upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
+  gen_params = optax.apply_updates(gen_params, upd)
+  return gen_params, gen_opt_state, grads, _metrics(loss, j, w, batch["mask"], g_gen, grads, ax)
+
+
 def bilevel_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
                   gen_tx: optax.GradientTransformation, settings: TILSettings):
   """Steps 1-5 of the module docstring up to OPT_Theta: Lambda updated by the hypergradient,
   and the gradient of J_in (with the new weights) for the model's update. Returns (gen_params,
-  gen_opt_state, grads like params, metrics)."""
+  gen_opt_state, grads like params, metrics). `objective=authors`: `authors_grads`."""
+  if settings.objective == "authors":
+    return authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer, gen_tx,
+                         settings)
   s = triplet_state(model, params, ctx, batch, settings)
   # The clustering loss (MI) does not depend on Lambda: its value and gradient once per step,
   # shared by the lookahead and the real update.
@@ -368,10 +425,5 @@ def bilevel_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
   if c_grads is not None:
     loss = loss + c_loss
     grads = jax.tree.map(jnp.add, grads, c_grads)
-  m = batch["mask"].astype(w.dtype)
-  n = jnp.maximum(psum(m.sum(), ax), 1.0)
-  w_mean = psum(jnp.sum(w * m), ax) / n
-  metrics = {"loss": loss, "outer_loss": j_out, "w_mean": w_mean,
-             "w_std": jnp.sqrt(psum(jnp.sum(m * (w - w_mean) ** 2), ax) / n),
-             "hypergrad_norm": optax.tree.norm(g_gen), "grad_norm": optax.tree.norm(grads)}
-  return gen_params, gen_opt_state, grads, metrics
+  return gen_params, gen_opt_state, grads, _metrics(loss, j_out, w, batch["mask"], g_gen, grads,
+                                                    ax)

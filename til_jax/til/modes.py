@@ -10,6 +10,10 @@
            `--trick clip` option; the code's default `raw` does not clip), summed weighted
            loss, the inner batch itself as the outer batch (the best variant of the
            importance study, RESULTS.md; its weights end up at the clip).
+  authors_code  what the authors' code computes (`til.objective=authors`, til/bilevel.py
+           `authors_grads`): the model also trained by the outer loss, the state undetached,
+           their optimizers' weight decay; eta_u is held as in this library (their code's user
+           mean is live).
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
          "lookahead": "sgd", "loss_inputs": False}
 AUTHORS = {"activation": "softplus", "weight_norm": "clip", "clip_max": 5.0, "reduction": "sum",
            "outer_batch": "same"}
-PRESETS = {"paper": PAPER, "authors": AUTHORS}
+# The authors' code's effective objective and optimizers (BUILD_NOTES.md, 2026-12-01): the model
+# trained on weighted + lookahead-unweighted BPR with an undetached state, summed losses, the
+# inner batch as the outer one, unclipped softplus weights, lookahead 1e-3, coupled weight decay
+# 1e-2 on the model and 1e-1 on the controller. Keys with a dot name fields outside config.til.
+AUTHORS_CODE = {"activation": "softplus", "weight_norm": "none", "reduction": "sum",
+                "outer_batch": "same", "lr_look": 1e-3, "objective": "authors",
+                "gen_weight_decay": 0.1, "optim.weight_decay": 1e-2}
+PRESETS = {"paper": PAPER, "authors": AUTHORS, "authors_code": AUTHORS_CODE}
 MODES = ("default",) + tuple(PRESETS)
 
 
@@ -36,5 +47,6 @@ def resolve(config):
   c = copy.deepcopy(config)
   with c.unlocked():
     for k, v in PRESETS[mode].items():
-      c.til[k] = v
+      section, field = k.split(".") if "." in k else ("til", k)
+      c[section][field] = v
   return c

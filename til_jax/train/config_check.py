@@ -20,6 +20,7 @@ CHOICES = {
     "til.kl_reduction": ("mean", "sum"),
     "til.kl_items": ("all", "batch"),
     "til.lookahead": ("sgd", "optimizer"),
+    "til.objective": ("paper", "authors"),
     "til.hypergrad": ("jvp", "autodiff"),
     "data.noise": ("none", "pos", "neg", "both"),
     "parallel.backend": ("shard_map", "pmap"),
@@ -31,7 +32,8 @@ POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.ever
 NONNEG_INT = ("til.eta_every",)
 POSITIVE_FLOAT = ("optim.lr", "train.loss_scale", "til.lr_look", "til.gen_lr", "til.tau",
                   "til.temperature")
-NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gamma", "til.gen_l2", "til.alpha")
+NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gen_weight_decay",
+                "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
 # any device count or backend computes the same numbers within float32 rounding.)
 VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget",

@@ -37,7 +37,9 @@ class TIL(BPR):
     super().__init__(model, dataset, tx, config)
     core = api.TIL.from_config(config, model, bilevel.steps_per_epoch(dataset.train.nnz,
                                                                       self.batch_size), self.interest)
-    self.core = api.TIL(model, core.settings, tx, core.gen_tx, core.lazy_adam)
+    # OPT_Theta from the resolved config (a til.mode may set optim fields, e.g. authors_code's
+    # weight decay), the same transformation as `tx` otherwise
+    self.core, self.tx = core, core.tx
     if states.uses_clusters(core.settings.interest) and core.settings.n_clusters > dataset.n_items:
       raise ConfigError(f"config.til.n_clusters: {core.settings.n_clusters} is larger than the "
                         f"number of items ({dataset.n_items})")
