@@ -88,6 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.batch_size = 5000
   c.train.epochs = 0         # epochs, patience, eval.every, til.pretrain_epochs: from the budget
   c.train.patience = 0
+  c.train.negatives = 1      # N sampled negatives per positive (bpr, TIL; groups of N triplets)
+  c.train.negative_pick = "all"  # all: mean BPR over the N | hardest: the highest-scored (DNS)
   c.train.loss_scale = 1.0   # plain BPR only: its loss times c (the control for TIL's weights)
   c.train.meta_to_train = False  # the control of til.outer_batch=valid: the meta part of valid
                                  # (til.meta_fraction, same split) joins the training data

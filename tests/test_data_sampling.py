@@ -102,3 +102,24 @@ def test_gowalla_epoch(gowalla_split):
   assert users.size == 822_478
   assert not ds.train.contains(users, neg).any()
   assert e["mask"].sum() == 822_478
+
+
+def test_several_negatives_come_in_groups_and_one_negative_is_unchanged():
+  from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+  from til_jax.data.synthetic import make_synthetic
+  ds = make_synthetic(n_users=20, n_items=30, seed=1)
+  sampler = UniformNegativeSampler(ds.train)
+  one = epoch_triplets(ds.train, sampler, np.random.default_rng(5), 16)
+  again = epoch_triplets(ds.train, sampler, np.random.default_rng(5), 16, negatives=1)
+  for k in one:
+    np.testing.assert_array_equal(one[k], again[k])
+  b = epoch_triplets(ds.train, sampler, np.random.default_rng(5), 16, negatives=4)
+  assert b["users"].shape == (one["users"].shape[0], 64)
+  g = {k: v.reshape(-1, 4) for k, v in b.items()}
+  for k in ("users", "pos", "mask"):       # a group shares (u, i) and its mask
+    assert (g[k] == g[k][:, :1]).all()
+  real = g["mask"][:, 0]
+  pairs = sorted(zip(g["users"][real, 0], g["pos"][real, 0]))
+  assert pairs == sorted(zip(*ds.train.to_pairs()))   # every positive once
+  assert not ds.train.contains(b["users"].ravel(), b["neg"].ravel()).any()
+  assert (g["neg"][real].std(axis=1) > 0).mean() > 0.5   # independent draws within a group

@@ -652,3 +652,12 @@ def test_authors_code_mode_trains_with_their_optimizers(tmp_path):
   assert len(m.core.tx.init({"x": jnp.zeros(2)})) == 2   # chain(decay, adam)
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
+
+
+def test_group_softmax_normalises_each_positive_s_negatives():
+  logits = jnp.asarray([0.0, 1.0, 2.0, 5.0, 5.0, 5.0])
+  w = np.asarray(postprocess(jnp.exp(logits), logits, None, "group_softmax", temperature=2.0,
+                             group=3))
+  e = np.exp(np.asarray(logits).reshape(2, 3) / 2.0)
+  np.testing.assert_allclose(w, (3 * e / e.sum(1, keepdims=True)).ravel(), rtol=1e-6)
+  np.testing.assert_allclose(w.reshape(2, 3).sum(1), [3.0, 3.0], rtol=1e-6)

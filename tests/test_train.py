@@ -256,3 +256,48 @@ def test_weight_decay_is_coupled_l2_before_adam():
   want = ref.update({"w": g["w"] + 0.1 * p["w"]}, ref.init(p), p)[0]
   got = tx.update(g, tx.init(p), p)[0]
   np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=1e-6)
+
+
+def test_hardest_of_n_is_dynamic_negative_sampling():
+  """negative_pick=hardest: BPR on each group's highest-scored negative (NumPy), and the
+  gradient of the others is zero; negative_pick=all is the mean over all N."""
+  rng = np.random.default_rng(6)
+  model = MF(n_users=5, n_items=9, dim=4)
+  U, I = rng.normal(size=(5, 4)), rng.normal(size=(9, 4))
+  users, pos = np.repeat([0, 3], 3), np.repeat([1, 2], 3)
+  neg = np.array([4, 5, 6, 7, 8, 0])
+  batch = {"users": users, "pos": pos, "neg": neg, "mask": np.ones(6, bool)}
+  with jax.enable_x64(True):
+    params = {"model": {"user": jnp.asarray(U), "item": jnp.asarray(I)}}
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    ys = lambda a, b: (U[a] * I[b]).sum(1)
+    sn = ys(users, neg).reshape(2, 3)
+    hard = neg.reshape(2, 3)[np.arange(2), sn.argmax(1)]
+    want = np.mean(np.log1p(np.exp(-(ys(users[::3], pos[::3]) - ys(users[::3], hard)))))
+    got = float(bpr_objective(params, model, {}, batch, 0.0, hardest_of=3))
+    assert abs(got - want) < 1e-12
+    mean_all = np.mean(np.log1p(np.exp(-(ys(users, pos) - ys(users, neg)))))
+    assert abs(float(bpr_objective(params, model, {}, batch, 0.0)) - mean_all) < 1e-12
+    g = jax.grad(bpr_objective)(params, model, {}, batch, 0.0, hardest_of=3)["model"]["item"]
+    others = np.setdiff1d(neg, hard)
+    assert np.abs(np.asarray(g)[others]).max() == 0.0
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("bpr", {"train.negatives": 4}),
+    ("bpr", {"train.negatives": 4, "train.negative_pick": "hardest"}),
+    ("til_ui", {"train.negatives": 4, "til.weight_norm": "group_softmax"})])
+def test_several_negatives_train_through_the_loop(tmp_path, method, kw):
+  c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=2, **kw)
+  res = loop.train_and_evaluate(c, str(tmp_path / "w"))
+  assert res["valid"]["recall@10"] > 0
+
+
+def test_several_negatives_are_refused_where_they_mean_nothing(tmp_path):
+  d = write_split(str(tmp_path / "d"))
+  for method, kw, field in (("pris", {"train.negatives": 4}, "config.train.negatives"),
+                            ("bpr", {"train.negative_pick": "hardest"}, "config.train.negative_pick"),
+                            ("til_ui", {"train.negatives": 4}, "config.til.weight_norm"),
+                            ("til_ui", {"til.weight_norm": "group_softmax"}, "config.til.weight_norm")):
+    with pytest.raises(ConfigError, match=field):
+      loop.build(tiny_config(d, method=method, **kw))

@@ -40,14 +40,23 @@ from til_jax.state import TrainState
 
 
 def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None = None,
-                  scale: float = 1.0):
+                  scale: float = 1.0, hardest_of: int = 0):
   """scale * mean BPR (Eq. 1) + l2 * mean_batch ||ego rows||^2 / 2; over the global batch with
   `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean). `scale` (train.loss_scale)
-  is the control for TIL's mean weight: the BPR term times a constant, the L2 term not."""
+  is the control for TIL's mean weight: the BPR term times a constant, the L2 term not.
+  With N negatives per positive (groups of N consecutive triplets, `epoch_triplets`) the mean is
+  over every triplet, i.e. the uniform mean over N; `hardest_of=N` instead takes each group's
+  highest-scored negative only (dynamic negative sampling; the choice is not differentiated)."""
   mp = params["model"]
   pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
   reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
-  bpr = objectives.bpr_loss(pos_s, neg_s, batch["mask"], axis_name)
+  mask = batch["mask"]
+  if hardest_of > 1:
+    neg_g = neg_s.reshape(-1, hardest_of)
+    pick = jnp.argmax(jax.lax.stop_gradient(neg_g), axis=1)
+    neg_s = jnp.take_along_axis(neg_g, pick[:, None], axis=1)[:, 0]
+    pos_s, mask = pos_s[::hardest_of], mask[::hardest_of]
+  bpr = objectives.bpr_loss(pos_s, neg_s, mask, axis_name)
   return (bpr if scale == 1.0 else scale * bpr) + l2 * pmean(reg, axis_name)
 
 
@@ -60,21 +69,22 @@ def apply_grads(state: TrainState, tx, loss, grads, **extra_metrics):
 
 
 def bpr_step(state: TrainState, batch, model, graph, tx, l2: float, axis_name: str | None = None,
-             scale: float = 1.0):
+             scale: float = 1.0, hardest_of: int = 0):
   """One plain BPR step (also TIL's pre-training step)."""
   loss, grads = jax.value_and_grad(bpr_objective)(state.params, model, graph, batch, l2, axis_name,
-                                                  scale)
+                                                  scale, hardest_of)
   return apply_grads(state, tx, loss, pmean(grads, axis_name))
 
 
 def sparse_bpr_step(state: TrainState, batch, model, graph, l2: float, lr: float, eps: float,
-                    scale: float = 1.0):
+                    scale: float = 1.0, hardest_of: int = 0):
   """One BPR step on the rows the batch touches (`til_jax.rows`): the same loss as `bpr_step`,
   Adam's moments and parameters moved on those rows only (sparse_adam at `lr`, `eps`)."""
   mp = state.params["model"]
   view, b = rows.row_view(mp, batch, model.row_tables)
   loss, g = jax.value_and_grad(
-      lambda v: bpr_objective({"model": v}, model, graph, b, l2, scale=scale))(view)
+      lambda v: bpr_objective({"model": v}, model, graph, b, l2, scale=scale,
+                              hardest_of=hardest_of))(view)
   index = {"model": {t: batch[f"rows_{t}"] for t in model.row_tables}}
   params, opt_state = rows.adam_rows({"model": g}, state.opt_state, state.params, index, lr,
                                      eps=eps)
@@ -88,12 +98,16 @@ def plain_state(params, tx) -> TrainState:
                     gen_params={}, gen_opt_state={}, aux={})
 
 
+NEGATIVE_PICKS = ("all", "hardest")
+
+
 @METHODS.register("bpr")
 class BPR:
   """Plain BPR: one fresh uniform negative per positive each epoch."""
 
   name = "bpr"
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step
+  multi_negative = False        # a subclass that samples train.negatives > 1 itself says so
 
   def __init__(self, model, dataset: Dataset, tx, config):
     self.model, self.dataset, self.tx, self.config = model, dataset, tx, config
@@ -109,6 +123,18 @@ class BPR:
           f"til_mik) on a backbone with row tables (mf, neumf); {self.name} on "
           f"{getattr(model, 'name', type(model).__name__)} has none: use optim.name=adam")
     self.lr, self.eps = float(config.optim.lr), float(config.optim.eps)
+    self.negatives = int(config.train.get("negatives", 1))
+    own = type(self).update is BPR.update and type(self).epoch_batches is BPR.epoch_batches
+    if self.negatives > 1 and not (own or type(self).multi_negative):
+      raise ConfigError(f"config.train.negatives: {self.negatives} negatives per positive are "
+                        f"sampled by bpr and the TIL methods; {self.name} samples its own")
+    pick = config.train.get("negative_pick", "all")
+    if pick not in NEGATIVE_PICKS:
+      raise ConfigError(f"config.train.negative_pick: {pick!r}; allowed: {', '.join(NEGATIVE_PICKS)}")
+    if pick == "hardest" and (not own or self.negatives < 2):
+      raise ConfigError("config.train.negative_pick: 'hardest' (dynamic negative sampling) is "
+                        "plain bpr's, with train.negatives >= 2")
+    self.hardest_of = self.negatives if pick == "hardest" else 0
     self.loss_scale = float(config.train.get("loss_scale", 1.0))
     if self.loss_scale != 1.0 and type(self).update is not BPR.update:
       raise ConfigError(f"config.train.loss_scale: {self.loss_scale} scales plain BPR's loss (a "
@@ -146,7 +172,8 @@ class BPR:
     return state
 
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
-    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
+                       negatives=self.negatives)
     if self.row_sparse:
       b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model))
     return b
@@ -154,6 +181,6 @@ class BPR:
   def update(self, state, batch, consts):
     if self.row_sparse:
       return sparse_bpr_step(state, batch, self.model, consts["graph"], self.l2, self.lr, self.eps,
-                             self.loss_scale)
+                             self.loss_scale, self.hardest_of)
     return bpr_step(state, batch, self.model, consts["graph"], self.tx, self.l2, self.axis_name,
-                    self.loss_scale)
+                    self.loss_scale, self.hardest_of)

@@ -42,19 +42,26 @@ class UniformNegativeSampler:
 
 
 def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: int,
-                   drop_remainder: bool = False):
+                   drop_remainder: bool = False, negatives: int = 1):
   """One epoch of shuffled (u, i, j) triplets, shaped [steps, batch_size] each.
 
   Every training positive appears once; one fresh negative per positive. The last partial batch
   is padded with repeats of random earlier triplets and a `mask` marks the real rows, so that
   every step has the same static shape (one compilation) and every positive is used once.
   Returns dict(users, pos, neg, mask) of arrays [steps, batch_size].
+
+  negatives = N > 1: N independent negatives per positive, as N consecutive triplets that share
+  (u, i) (a group); the arrays are [steps, batch_size * N] (batch_size positives per step) and a
+  group is masked as a whole.
   """
   users, items = train.to_pairs()
   n = users.size
   # negatives are drawn in (sorted) user order, then shuffled with the positives: the same
   # distribution, and the binary searches of the rejection test run ~4x faster on sorted queries
-  neg = sampler.sample(users, rng)
+  if negatives > 1:
+    neg = np.stack([sampler.sample(users, rng) for _ in range(negatives)], axis=1)
+  else:
+    neg = sampler.sample(users, rng)
   perm = rng.permutation(n)
   users, items, neg = users[perm], items[perm], neg[perm]
   steps = n // batch_size if drop_remainder else -(-n // batch_size)
@@ -68,6 +75,8 @@ def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: in
     mask[n:] = False
   else:
     users, items, neg, mask = users[:total], items[:total], neg[:total], mask[:total]
-  shape = (steps, batch_size)
+  if negatives > 1:  # groups of N: (u, i) repeated, the N negatives side by side
+    users, items, mask = (np.repeat(a, negatives) for a in (users, items, mask))
+  shape = (steps, batch_size * negatives)
   return dict(users=users.reshape(shape).astype(np.int32), pos=items.reshape(shape).astype(np.int32),
               neg=neg.reshape(shape), mask=mask.reshape(shape))

@@ -69,6 +69,7 @@ class TILSettings:
   lr_look: float         # Eq. 14-15 lookahead learning rate (the paper's second alpha)
   lookahead: str         # sgd: Eq. 15 at lr_look | optimizer: OPT_Theta's own next step
   objective: str         # paper: Eq. 12-15 | authors: the effective objective of their code
+  negatives: int         # N triplets per positive (train.negatives); group_softmax normalises them
   loss_inputs: bool      # the state also holds the triplet's BPR loss and its per-user z-score
   loss_decay: float      # decay of the per-user running loss statistics (loss_inputs)
   activation: str        # Eq. 3 output: sigmoid | softplus | exp
@@ -107,7 +108,7 @@ class TILSettings:
         interest=interest, alpha=float(c.alpha), gamma=float(c.gamma), tau=float(c.tau),
         kl_reduction=c.kl_reduction, kl_items=c.kl_items, n_clusters=int(c.n_clusters),
         lr_look=float(c.lr_look), lookahead=c.lookahead, objective=c.objective,
-        loss_inputs=bool(c.loss_inputs),
+        loss_inputs=bool(c.loss_inputs), negatives=int(config.train.get("negatives", 1)),
         loss_decay=float(c.loss_decay),
         activation=c.activation, weight_norm=c.weight_norm, clip_max=float(c.clip_max),
         temperature=float(c.temperature), reduction=c.reduction, first_order=bool(c.first_order),
@@ -118,6 +119,10 @@ class TILSettings:
     settings = cls(**{**fields, **overrides})
     if settings.lookahead not in LOOKAHEADS:
       raise ValueError(f"unknown lookahead {settings.lookahead!r}; allowed: {', '.join(LOOKAHEADS)}")
+    if (settings.weight_norm == "group_softmax") != (settings.negatives > 1):
+      raise ConfigError("config.til.weight_norm: group_softmax normalises the weights over each "
+                        "positive's train.negatives >= 2 negatives, and is the only weight_norm "
+                        "for them")
     if settings.objective not in OBJECTIVES:
       raise ConfigError(f"config.til.objective: {settings.objective!r}; allowed: "
                         f"{', '.join(OBJECTIVES)}")
@@ -209,7 +214,7 @@ def triplet_weights(model, gen_params, s, mask, settings: TILSettings) -> jax.Ar
   logits = generator(model).apply(gen_params, s)
   w = activate(logits, settings.activation)
   return postprocess(w, logits, mask, settings.weight_norm, settings.clip_max, settings.temperature,
-                     settings.axis_name)
+                     settings.axis_name, settings.negatives)
 
 
 def has_clusters(settings: TILSettings) -> bool:

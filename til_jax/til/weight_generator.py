@@ -38,7 +38,7 @@ def activate(logits: jax.Array, activation: str) -> jax.Array:
 
 def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, how: str,
                 clip_max: float = 5.0, temperature: float = 1.0,
-                axis_name: str | None = None) -> jax.Array:
+                axis_name: str | None = None, group: int = 1) -> jax.Array:
   """Within-batch post-processing of the weights [B] (only the real rows count):
 
     none     w as generated (the paper)
@@ -46,6 +46,9 @@ def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, h
              (the sum constraint of paper 4.4, per batch)
     clip     clip(w, 0, clip_max) (the authors' code, [0, 5])
     softmax  n_real * softmax(logits / temperature) over the batch (learning-to-reweight style)
+    group_softmax  N * softmax(logits / temperature) over each group of `group` = N consecutive
+             triplets (the N negatives of one positive, `train.negatives`): importance over the
+             negatives of the same (u, i), mean 1 in every group
 
   With `axis_name` (the batch split along B over that axis of shard_map/pmap) "mean" and
   "softmax" normalise over the global batch: sums and counts are psum'ed, the softmax shift is
@@ -55,6 +58,9 @@ def postprocess(weights: jax.Array, logits: jax.Array, mask: jax.Array | None, h
     return weights
   if how == "clip":
     return jnp.clip(weights, 0.0, clip_max)
+  if how == "group_softmax":   # groups never straddle devices (batch_size positives per device)
+    z = (logits / temperature).reshape(-1, group)
+    return (group * jax.nn.softmax(z, axis=1)).reshape(-1)
   m = jnp.ones_like(weights) if mask is None else mask.astype(weights.dtype)
   n = jnp.maximum(psum(jnp.sum(m), axis_name), 1.0)
   if how == "mean":

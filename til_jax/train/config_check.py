@@ -13,7 +13,8 @@ from til_jax.train import methods  # noqa: F401  (registers BPR, the baselines a
 CHOICES = {
     "til.outer_batch": ("fresh", "same", "valid"),
     "til.activation": ("sigmoid", "softplus", "exp"),
-    "til.weight_norm": ("none", "mean", "clip", "softmax"),
+    "til.weight_norm": ("none", "mean", "clip", "softmax", "group_softmax"),
+    "train.negative_pick": ("all", "hardest"),
     "til.reduction": ("mean", "sum"),
     "til.mode": modes.MODES,
     "optim.name": optim.MODEL_OPTIMIZERS,
@@ -26,8 +27,8 @@ CHOICES = {
     "parallel.backend": ("shard_map", "pmap"),
     "eval.metric": None,
 }
-POSITIVE_INT = ("train.batch_size", "train.epochs", "train.patience", "eval.every", "eval.chunk",
-                "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
+POSITIVE_INT = ("train.batch_size", "train.negatives", "train.epochs", "train.patience", "eval.every",
+                "eval.chunk", "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
                 "til.refresh_every")
 NONNEG_INT = ("til.eta_every",)
 POSITIVE_FLOAT = ("optim.lr", "train.loss_scale", "til.lr_look", "til.gen_lr", "til.tau",

@@ -429,7 +429,8 @@ def noise_flags(config, dataset, method) -> np.ndarray | None:
   injected training pairs; else None."""
   clean = dataset.extras.get("clean")
   if (not config.eval.get("weight_auroc", True) or not hasattr(method, "core") or clean is None
-      or np.all(clean) or not np.any(clean)):
+      or np.all(clean) or not np.any(clean)
+      or config.til.weight_norm == "group_softmax"):   # weights of single triplets: undefined
     return None
   return np.asarray(clean, bool)
 

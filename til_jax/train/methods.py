@@ -33,6 +33,9 @@ class TIL(BPR):
   """Triplet Importance Learning: til_ui (Eq. 5), til_mi (Eq. 6 + end-to-end clustering) and
   til_mik (Eq. 6 with K-means centres recomputed at every refresh; paper Fig. 7)."""
 
+  # train.negatives = N: groups of N triplets, weighted by til.weight_norm=group_softmax
+  multi_negative = True
+
   def __init__(self, model, dataset, tx, config):
     super().__init__(model, dataset, tx, config)
     core = api.TIL.from_config(config, model, bilevel.steps_per_epoch(dataset.train.nnz,
@@ -80,9 +83,11 @@ class TIL(BPR):
     return model.row_tables is not None
 
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
-    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+    b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
+                       negatives=self.negatives)
     if self.outer_batch == "fresh":
-      b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size)
+      b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
+                                  negatives=self.negatives)
     elif self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
     if self.core.on_rows:
