@@ -4,7 +4,7 @@
 
 Stages (each cell a run of experiments.main in <root>/<stage>/<variant>/...; finished cells
 are read, not rerun):
-  clean      Gowalla split-811-seed0, MF: BPR vs every variant, same epoch budget, --seeds;
+  clean      --dataset (Gowalla), MF: BPR vs every variant, same epoch budget, --seeds;
              test Recall@20 / NDCG@20 mean +- std, paired t-test against BPR
   noise      the same under Noisy-Pos / Noisy-Neg / both 50% (sec. 5.6.2), --noise-seeds:
              Recall@20 drop relative to each method's clean run
@@ -54,7 +54,23 @@ VARIANTS = {
     "sgd_paper": ("til_ui", {"til.mode": "paper", "optim.name": "sgd", "optim.lr": 50.0}),
     "bpr_sgd": ("bpr", {"optim.name": "sgd", "optim.lr": 50.0}),
 }
-CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd"}
+# Round 2 (issue #18: judged at `--budget=converged`, e.g. `--dataset=lastfm
+# --clean-variants=bpr,...`), each with the control that isolates what it changes.
+VARIANTS.update({
+    "authors_code": ("til_ui", {"til.mode": "authors_code"}),   # their effective objective
+    "bpr_wd": ("bpr", {"optim.weight_decay": 1e-2}),            # ... its decay alone
+    "adam_lookahead": ("til_ui", {"til.lookahead": "optimizer"}),
+    "loss_inputs": ("til_ui", {"til.loss_inputs": True}),
+    **{f"neg{n}_softmax": ("til_ui", {"train.negatives": n, "til.weight_norm": "group_softmax"})
+       for n in (4, 16)},
+    **{f"bpr_neg{n}": ("bpr", {"train.negatives": n}) for n in (4, 16)},   # uniform over N
+    **{f"dns{n}": ("bpr", {"train.negatives": n, "train.negative_pick": "hardest"})
+       for n in (4, 16)},
+})
+ROUND2 = ["bpr", "paper", "authors_code", "bpr_wd", "adam_lookahead", "loss_inputs",
+          "neg4_softmax", "bpr_neg4", "dns4", "neg16_softmax", "bpr_neg16", "dns16"]
+CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_wd",
+           "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16"}
 CONTROL.update({v: "bpr" for v in ()})  # compared with these, not plain BPR
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
@@ -71,7 +87,7 @@ def run_clean(a) -> list[dict]:
   for seed in a.seeds:
     for v in a.clean_variants:
       common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
-                      common.config_path("gowalla", "mf"), cell_overrides(v, seed), a.budget)
+                      common.config_path(a.dataset, "mf"), cell_overrides(v, seed), a.budget)
   rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "", a.budget)]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
@@ -103,7 +119,7 @@ def run_noise(a) -> list[dict]:
     for noise in NOISES:
       for v in a.noise_variants:
         common.run_cell(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
-                        common.config_path("gowalla", "mf"),
+                        common.config_path(a.dataset, "mf"),
                         cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
                         a.budget)
   rows = [row(v, seed, noise, m) for noise in NOISES
@@ -316,6 +332,7 @@ def parse(argv):
   p.add_argument("--stage", default="all", choices=("all", "clean", "noise", "ml100k", "synthetic",
                                                     "report"))
   p.add_argument("--budget", default="cpu", choices=tuple(common.BUDGETS))
+  p.add_argument("--dataset", default="gowalla", help="of the clean and noise stages (MF)")
   p.add_argument("--root", default="runs/importance")
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--noise-seeds", default="0")

@@ -96,3 +96,19 @@ def test_unknown_variant_is_a_usage_error():
   with pytest.raises(SystemExit) as e:
     importance_study.parse(["--small-variants=nope"])
   assert e.value.code == 2
+
+
+def test_round2_importance_variants_build(tmp_path):
+  """Every variant of the second importance study (#18) is a valid config that builds."""
+  from configs.default import set_fields
+  from experiments import importance_study
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.train import loop
+  d = write_split(str(tmp_path / "d"))
+  for v in importance_study.ROUND2:
+    method, over = importance_study.VARIANTS[v]
+    c = tiny_config(d, method=method)
+    set_fields(c, over)
+    loop.build(c)
+  assert set(importance_study.CONTROL) >= {"authors_code", "neg4_softmax", "neg16_softmax"}
