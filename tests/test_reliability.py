@@ -92,3 +92,27 @@ def test_split_folder_with_missing_file(tmp_path):
   out, err = p.communicate(timeout=120)
   last = err.strip().splitlines()[-1]
   assert p.returncode == 2 and "valid" in last and last.startswith("error:")
+
+
+def test_a_workdir_from_before_a_field_existed_resumes(tmp_path):
+  """A config.json written before a field was added (its identity lacks the key) resumes when
+  the new config holds the field's BEFORE_FIELD value, and is refused when it does not."""
+  import json
+
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.errors import ConfigError
+  from til_jax.train import config_check, loop
+  c = tiny_config(write_split(str(tmp_path / "d")), epochs=2)
+  work = tmp_path / "w"
+  loop.train_and_evaluate(c, str(work))
+  saved = json.loads((work / "config.json").read_text())
+  for k in config_check.BEFORE_FIELD:
+    saved["identity"].pop(k, None)
+  (work / "config.json").write_text(json.dumps(saved))
+  c.train.epochs = 3
+  assert loop.train_and_evaluate(c, str(work))["epochs"] == 3
+  (work / "config.json").write_text(json.dumps(saved))
+  c.train.epochs, c.train.negatives = 4, 2
+  with pytest.raises(ConfigError, match="different config"):
+    loop.train_and_evaluate(c, str(work))

@@ -661,3 +661,41 @@ def test_group_softmax_normalises_each_positive_s_negatives():
   e = np.exp(np.asarray(logits).reshape(2, 3) / 2.0)
   np.testing.assert_allclose(w, (3 * e / e.sum(1, keepdims=True)).ravel(), rtol=1e-6)
   np.testing.assert_allclose(w.reshape(2, 3).sum(1), [3.0, 3.0], rtol=1e-6)
+
+
+def test_optimizer_lookahead_has_a_finite_hypergradient_from_fresh_moments():
+  """At nu = 0 (a fresh Adam state, or a unit no triplet reaches) the root's derivative is
+  infinite: the library's lookahead transformation (eps_root > 0) keeps the hypergradient
+  finite on NeuMF, whose MLP has such units."""
+  from til_jax.models import NeuMF
+  from til_jax.til.api import TIL
+  c = default.get_config()
+  c.method, c.til.lookahead = "til_ui", "optimizer"
+  model = NeuMF(n_users=N_USERS, n_items=N_ITEMS, dim=DIM, mlp_layers=(8, 4))
+  til = TIL.from_config(c, model, steps_per_epoch=1)
+  state = til.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.integers(0, n, B)) for k, n in (("users", N_USERS), ("pos", N_ITEMS),
+                                                              ("neg", N_ITEMS))}
+  batch["mask"] = jnp.ones(B, bool)
+  batch["outer"] = dict(batch)
+  from til_jax.state import make_consts
+  consts = make_consts(np.arange(N_USERS), np.arange(N_USERS) % N_ITEMS)
+  new, m = jax.jit(til.update)(state, batch, consts)
+  assert np.isfinite(float(m["hypergrad_norm"])) and float(m["hypergrad_norm"]) > 0
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(new.gen_params))
+
+
+def test_authors_objective_refusals_and_paper_mode_pins_it():
+  from til_jax.errors import ConfigError
+  from til_jax.til import modes
+  from til_jax.til.api import TIL
+  c = default.get_config()
+  c.method, c.til.objective, c.til.hypergrad = "til_ui", "authors", "jvp"
+  with pytest.raises(ConfigError, match="config.til.objective"):
+    bilevel.TILSettings.from_config(c, "uni", 1)
+  c.til.hypergrad, c.optim.name = "autodiff", "sparse_adam"
+  with pytest.raises(ConfigError, match="config.til.objective"):
+    TIL.from_config(c, MF(N_USERS, N_ITEMS, DIM), 1)
+  c.til.mode = "paper"
+  assert modes.resolve(c).til.objective == "paper"

@@ -45,8 +45,9 @@ def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None 
   `axis_name` (psum'ed BPR sums and counts, pmean'ed L2 batch mean). `scale` (train.loss_scale)
   is the control for TIL's mean weight: the BPR term times a constant, the L2 term not.
   With N negatives per positive (groups of N consecutive triplets, `epoch_triplets`) the mean is
-  over every triplet, i.e. the uniform mean over N; `hardest_of=N` instead takes each group's
-  highest-scored negative only (dynamic negative sampling; the choice is not differentiated)."""
+  over every triplet, i.e. the uniform mean over N; `hardest_of=N` instead takes the BPR term of
+  each group's highest-scored negative only (dynamic negative sampling; the choice is not
+  differentiated), while the L2 term still covers every sampled row."""
   mp = params["model"]
   pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
   reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
@@ -103,7 +104,8 @@ NEGATIVE_PICKS = ("all", "hardest")
 
 @METHODS.register("bpr")
 class BPR:
-  """Plain BPR: one fresh uniform negative per positive each epoch."""
+  """Plain BPR: fresh uniform negatives each epoch, one per positive (`train.negatives` N: the
+  mean over N, or the hardest of N with `train.negative_pick=hardest`)."""
 
   name = "bpr"
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step

@@ -10,10 +10,12 @@ from til_jax.errors import ConfigError
 MODEL_OPTIMIZERS = ("adam", "sparse_adam", "sgd")
 
 
-def model_optimizer(optim) -> optax.GradientTransformation:
+def model_optimizer(optim, eps_root: float = 0.0) -> optax.GradientTransformation:
   """OPT_Theta from `config.optim`: Adam (the paper), plain SGD, or sparse_adam, whose state is
   Adam's: the row-sparse step (`til_jax.rows.adam_rows`) updates it on the touched rows only, and
-  a step on dense gradients (methods and backbones without a row-sparse step) is Adam's."""
+  methods and backbones without a row-sparse step refuse it (til_jax.bpr). `eps_root`: Adam's
+  root epsilon (sqrt(nu_hat + eps_root)), > 0 where the step itself is differentiated (TIL's
+  `lookahead=optimizer`: at nu = 0 the root's derivative is infinite)."""
   if optim.name not in MODEL_OPTIMIZERS:
     raise ConfigError(f"config.optim.name: {optim.name!r}; allowed: {', '.join(MODEL_OPTIMIZERS)}")
   wd = float(optim.get("weight_decay", 0.0))
@@ -21,7 +23,7 @@ def model_optimizer(optim) -> optax.GradientTransformation:
     raise ConfigError("config.optim.weight_decay: decays every row at every step, which a lazy "
                       "(sparse_adam) step does not do; use optim.name=adam or optim.l2")
   tx = (optax.sgd(float(optim.lr)) if optim.name == "sgd"
-        else optax.adam(float(optim.lr), eps=float(optim.eps)))
+        else optax.adam(float(optim.lr), eps=float(optim.eps), eps_root=eps_root))
   # weight_decay: coupled L2 (PyTorch Adam's weight_decay, the authors' code): wd * theta added
   # to the gradient of every parameter before the moments
   return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx

@@ -73,16 +73,20 @@ class TIL:
   """TIL-UI / TIL-MI / TIL-MIK (settings.interest = uni | multi | multi_kmeans) for `model`, with
   OPT_Theta `tx` and OPT_Lambda `gen_tx`.
 
+  look_tx: the transformation `lookahead=optimizer` differentiates (None: `tx`); from a config
+  it is `tx` with Adam's eps_root > 0, so its step has a finite derivative where nu = 0.
+
   lazy_adam: (lr, eps) of row-sparse Adam (`optim.name=sparse_adam`, `til_jax.rows.adam_rows`):
   the steps run on the rows the inner and outer batch touch, and OPT_Theta moves the moments and
-  parameters of those rows only (`tx` must be optax.adam at the same lr and eps: its state is the
-  one updated). None: OPT_Theta is `tx` on the whole tree."""
+  parameters of the rows the inner batch reads only (`tx` must be optax.adam at the same lr and
+  eps: its state is the one updated). None: OPT_Theta is `tx` on the whole tree."""
 
   model: object
   settings: TILSettings
   tx: optax.GradientTransformation
   gen_tx: optax.GradientTransformation
   lazy_adam: tuple[float, float] | None = None
+  look_tx: optax.GradientTransformation | None = None  # lookahead=optimizer: `tx` with eps_root
 
   def __post_init__(self):
     if self.on_rows and (getattr(self.model, "row_tables", None) is None
@@ -92,6 +96,9 @@ class TIL:
                else "config.optim.name: sparse_adam")
       raise ConfigError(f"{field}: needs a backbone with row tables (mf, neumf), and for til_mi "
                         "til.kl_items=batch (the KL over all items reads every row)")
+    if self.on_rows and self.settings.objective != "paper":
+      raise ConfigError("config.til.objective: 'authors' runs on the dense path only (its outer "
+                        "loss also trains the rows only the outer batch reads)")
     if self.on_rows and self.settings.loss_inputs:
       raise ConfigError("config.til.loss_inputs: runs on the dense path only (not with "
                         "til.row_lookahead or optim.name=sparse_adam)")
@@ -114,8 +121,10 @@ class TIL:
     settings = TILSettings.from_config(config, interest or config.method, steps_per_epoch)
     lazy = ((float(config.optim.lr), float(config.optim.eps))
             if config.optim.name == "sparse_adam" else None)
+    look = (optim.model_optimizer(config.optim, eps_root=1e-30)
+            if settings.lookahead == "optimizer" else None)
     return cls(model, settings, optim.model_optimizer(config.optim),
-               optim.generator_optimizer(config.til), lazy)
+               optim.generator_optimizer(config.til), lazy, look)
 
   def with_axis_name(self, axis_name: str | None) -> TIL:
     """The same TIL with its losses and gradients reduced over the mesh axis `axis_name`."""
@@ -188,7 +197,7 @@ class TIL:
       ctx["kl_items"] = bilevel.batch_items(batch, self.model.n_items)
     params, opt_state, gen_params, gen_opt_state, metrics = bilevel.til_update(
         state.params, state.opt_state, state.gen_params, state.gen_opt_state, self.model, ctx,
-        batch, outer, self.tx, self.gen_tx, self.settings)
+        batch, outer, self.tx, self.gen_tx, self.settings, self.look_tx)
     aux = state.aux
     if self.settings.loss_inputs:   # this batch's losses (before the step) join the statistics
       mp = jax.lax.stop_gradient(state.params["model"])
@@ -204,7 +213,8 @@ class TIL:
     """The same bilevel step on the rows the inner and outer batch touch (`til.row_lookahead`):
     the tables, eta and the memberships gathered at those rows (host index: rows_<T> and the
     inv_<k> of batch and batch["outer"]), so the lookahead and the second-order pass never touch
-    the whole table; the gradient is scattered back for OPT_Theta (the dense step's gradient)."""
+    the whole table. Dense OPT_Theta: the gradient is scattered back (the dense step's
+    gradient); lazy Adam (`optim.name=sparse_adam`): it moves the rows the inner batch reads."""
     state = self._scheduled(state, consts)
     tables = self.model.row_tables
     idx = {t: batch[f"rows_{t}"] for t in tables}

@@ -73,7 +73,7 @@ class TILSettings:
   loss_inputs: bool      # the state also holds the triplet's BPR loss and its per-user z-score
   loss_decay: float      # decay of the per-user running loss statistics (loss_inputs)
   activation: str        # Eq. 3 output: sigmoid | softplus | exp
-  weight_norm: str       # none | mean | clip | softmax
+  weight_norm: str       # none | mean | clip | softmax | group_softmax
   clip_max: float
   temperature: float
   reduction: str         # mean | sum
@@ -127,10 +127,13 @@ class TILSettings:
       raise ConfigError(f"config.til.objective: {settings.objective!r}; allowed: "
                         f"{', '.join(OBJECTIVES)}")
     if settings.objective == "authors" and (settings.first_order or settings.lookahead != "sgd"
-                                            or settings.loss_inputs):
+                                            or settings.loss_inputs
+                                            or settings.hypergrad != "autodiff"):
       raise ConfigError("config.til.objective: 'authors' has its own second-order SGD lookahead "
                         "and the paper's state (til.first_order=False, til.lookahead=sgd, "
-                        "til.loss_inputs=False)")
+                        "til.hypergrad=autodiff, til.loss_inputs=False)")
+    if not 0.0 <= settings.loss_decay < 1.0:
+      raise ConfigError(f"config.til.loss_decay: {settings.loss_decay} is not in [0, 1)")
     if settings.lookahead == "optimizer" and (settings.first_order or settings.hypergrad != "autodiff"):
       raise ConfigError("config.til.lookahead: 'optimizer' needs til.hypergrad=autodiff and "
                         "til.first_order=False (the jvp and first-order routes assume the SGD "
@@ -190,7 +193,8 @@ def update_loss_stats(stats, users, losses, mask, decay: float,
 
 
 def triplet_state(model, params, ctx, batch, settings: TILSettings, detach: bool = True):
-  """s_t [B, 2r] for the batch, computed under stop-gradient (Eq. 5 / Eq. 6); `detach=False`:
+  """s_t [B, 2r] (2r + 2 with `loss_inputs`) for the batch, computed under stop-gradient
+  (Eq. 5 / Eq. 6); `detach=False`:
   differentiable in the representations (the authors' code; eta_u stays held)."""
   p = jax.lax.stop_gradient(params) if detach else params
   users, pos, neg = batch["users"], batch["pos"], batch["neg"]
@@ -350,12 +354,14 @@ def hypergradient(gen_params, params, s, model, ctx, batch, outer, settings: TIL
 
 def til_update(params, opt_state, gen_params, gen_opt_state, model, ctx, batch, outer,
                tx: optax.GradientTransformation, gen_tx: optax.GradientTransformation,
-               settings: TILSettings) -> tuple[Any, Any, Any, Any, dict]:
+               settings: TILSettings, look_tx: optax.GradientTransformation | None = None
+               ) -> tuple[Any, Any, Any, Any, dict]:
   """One full bilevel step: update Lambda by the hypergradient, then Theta by OPT_Theta on the
   weighted inner loss with the new weights. Returns the new (params, opt_state, gen_params,
-  gen_opt_state) and step metrics."""
+  gen_opt_state) and step metrics. `look_tx`: what `lookahead=optimizer` differentiates, with
+  the state of `tx` (None: `tx` itself; give Adam an eps_root > 0, see `TIL.from_config`)."""
   if settings.lookahead == "optimizer":
-    ctx = {**ctx, "opt": (tx, opt_state)}
+    ctx = {**ctx, "opt": (look_tx or tx, opt_state)}
   gen_params, gen_opt_state, grads, metrics = bilevel_grads(
       params, gen_params, gen_opt_state, model, ctx, batch, outer, gen_tx, settings)
   upd, opt_state = tx.update(grads, opt_state, params)
@@ -418,8 +424,8 @@ def bilevel_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
   c_loss, c_grads = jnp.zeros(()), None
   if has_clusters(settings):
     c_loss, c_grads = jax.value_and_grad(cluster_loss, argnums=1)(model, params, ctx, settings)
-    # kl_items=batch: each device's own items, averaged (all items: the same on every device)
-    c_loss, c_grads = pmean(c_loss, settings.axis_name), pmean(c_grads, settings.axis_name)
+    if "kl_items" in ctx:  # kl_items=batch: each device's own items, averaged over devices
+      c_loss, c_grads = pmean(c_loss, settings.axis_name), pmean(c_grads, settings.axis_name)
   j_out, g_gen = hypergradient(gen_params, params, s, model, ctx, batch, outer, settings, c_grads)
   upd, gen_opt_state = gen_tx.update(g_gen, gen_opt_state, gen_params)
   gen_params = optax.apply_updates(gen_params, upd)

@@ -38,7 +38,15 @@ NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gen_weight_decay",
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
 # any device count or backend computes the same numbers within float32 rounding.)
 VOLATILE = ("checkpoint", "train.epochs", "train.patience", "export_embeddings", "budget",
-            "parallel", "log")
+            "parallel", "log", "eval.weight_auroc")
+# Fields added after runs were written, with the value that computes what a run computed before
+# the field existed: a workdir whose config lacks one resumes when the new config holds it.
+BEFORE_FIELD = {
+    "optim.weight_decay": 0.0, "train.negatives": 1, "train.negative_pick": "all",
+    "train.loss_scale": 1.0, "til.kl_items": "all", "til.lookahead": "sgd",
+    "til.objective": "paper", "til.gen_weight_decay": 0.0, "til.loss_inputs": False,
+    "til.loss_decay": 0.9,
+}
 
 
 def _get(config, dotted: str):
@@ -119,6 +127,13 @@ def check_against_data(config, dataset) -> None:
   if kmax > dataset.n_items:
     raise ConfigError(f"config.eval.ks: k={kmax} is larger than the number of items "
                       f"({dataset.n_items})")
+
+
+def same_identity(old: dict, new: dict) -> bool:
+  """Whether a saved identity `old` and `new` define the same run; a key `old` lacks counts as
+  its BEFORE_FIELD value."""
+  missing = {k: BEFORE_FIELD[k] for k in new if k not in old and k in BEFORE_FIELD}
+  return {**missing, **old} == new
 
 
 def identity(config) -> dict:

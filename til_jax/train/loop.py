@@ -188,13 +188,14 @@ def _check_workdir(config, workdir: str, primary: bool = True) -> None:
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    if old.get("identity") != new and not config.checkpoint.overwrite:
+    same = config_check.same_identity(old.get("identity", {}), new)
+    if not same and not config.checkpoint.overwrite:
       diff = sorted(k for k in set(old.get("identity", {})) | set(new)
                     if old.get("identity", {}).get(k) != new.get(k))
       raise ConfigError(f"{workdir}: holds a run with a different config (fields: "
                         f"{', '.join(diff[:5])}); use another --workdir or "
                         "--config.checkpoint.overwrite=True")
-    if old.get("identity") != new and config.checkpoint.overwrite and primary:
+    if not same and config.checkpoint.overwrite and primary:
       import shutil
       for sub in ("checkpoints", "best", "metrics.jsonl", "metrics.json", "tensorboard"):
         p = os.path.join(workdir, sub)
@@ -323,7 +324,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         te = time.time()
         valid = evaluate(state, valid_ev)
         record["valid"] = valid
-        if clean is not None:  # does the generator tell injected positives from clean ones?
+        if clean is not None and method.phase(epoch) != "pretrain":  # (an untrained generator)
           w = all_triplet_weights(method, parallel.local(state), dataset, consts)[3]
           record["weight_auroc"] = auroc(w, clean)
         record["eval_seconds"] = round(time.time() - te, 3)
@@ -435,6 +436,16 @@ def noise_flags(config, dataset, method) -> np.ndarray | None:
   return np.asarray(clean, bool)
 
 
+def _weight_fns(method):
+  """(jit(refreshed), jit(weights without refresh)) of a TIL method, built once per method (so
+  every evaluation's weight AUROC reuses the compiled functions)."""
+  fns = getattr(method, "_weight_fns", None)
+  if fns is None:
+    fns = method._weight_fns = (jax.jit(method.core.refreshed),
+                                jax.jit(functools.partial(method.core.weights, refresh=False)))
+  return fns
+
+
 def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
                     batch_size: int = 4096) -> np.ndarray:
   """The weights the trained generator gives the triplets (users, pos, neg) [n], in their order.
@@ -442,9 +453,12 @@ def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
   They are scored in batches of a random order, so batch-wise post-processing (mean-one,
   softmax) rescales every batch by about the same constant and weights stay comparable across
   the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
+  if method.core.settings.weight_norm == "group_softmax":
+    raise ConfigError("config.til.weight_norm: group_softmax weights a positive's N negatives "
+                      "together; the weight of a single triplet is undefined")
   order = np.random.default_rng(seed).permutation(users.size)
-  state = jax.jit(method.core.refreshed)(state, consts)  # eta and memberships once, not per batch
-  fn = jax.jit(functools.partial(method.core.weights, refresh=False))
+  refreshed, fn = _weight_fns(method)
+  state = refreshed(state, consts)  # eta and memberships once, not per batch
   out = []
   for s in range(0, users.size, batch_size):
     idx = order[s: s + batch_size]
