@@ -45,7 +45,7 @@ BEFORE_FIELD = {
     "optim.weight_decay": 0.0, "train.negatives": 1, "train.negative_pick": "all",
     "train.loss_scale": 1.0, "til.kl_items": "all", "til.lookahead": "sgd",
     "til.objective": "paper", "til.gen_weight_decay": 0.0, "til.loss_inputs": False,
-    "til.loss_decay": 0.9,
+    "til.loss_decay": 0.9, "til.row_lookahead": False,
 }
 
 
