@@ -136,6 +136,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", default="gowalla", help="gowalla (the suite's data) | synthetic")
   p.add_argument("--steps", type=int, default=30)
+  p.add_argument("--optims", default="adam,sparse_adam")
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
   suite = "quick" if a.data == "synthetic" else "full"
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
   dim, bs = (16, 256) if suite == "quick" else (64, 5000)
   res = {"dataset": ds.summary(), "dim": dim, "batch_size": bs, "machine": bench.machine(),
          "load_average_start": list(bench.os.getloadavg())}
-  for optim in ("adam", "sparse_adam"):
+  for optim in a.optims.split(","):
     res[f"bpr_{optim}"] = profile_bpr(ds, optim, dim, bs, a.steps)
     res[f"til_ui_{optim}"] = profile_til(ds, optim, dim, bs, a.steps)
     print(json.dumps({optim: {k: res[f"{k}_{optim}"] for k in ("bpr", "til_ui")}}), flush=True)

@@ -16,8 +16,8 @@ def test_quick_suite_writes_every_key(tmp_path):
   for key in ("bpr_mf_step_ms", "til_ui_mf_step_ms", "til_mi_mf_step_ms", "eval_valid_s",
               "bpr_mf_epoch_s", "lightgcn_epoch_s", "bpr_mf_epoch_sparse_adam_s",
               "bpr_mf_step_large_adam_ms", "bpr_mf_step_large_sparse_adam_ms",
-              "til_ui_mf_step_sparse_adam_ms", "til_ui_mf_epoch_sparse_adam_s",
-              "til_ui_mf_step_large_sparse_adam_ms", "ratios", "machine",
+              "til_ui_mf_step_sparse_adam_ms",
+              "ratios", "machine",
               "records", "load_average_start", "load_average_end"):
     assert key in r, key
   for rec in r["records"]:
@@ -83,9 +83,10 @@ def test_a_missing_peer_gives_an_error_record(tmp_path, monkeypatch):
 def test_step_profile_runs_on_synthetic(tmp_path):
   from benchmarks import profile_step
   out = tmp_path / "p.json"
-  assert profile_step.main(["--data=synthetic", "--steps=2", f"--out={out}"]) == 0
+  assert profile_step.main(["--data=synthetic", "--steps=2", "--optims=sparse_adam",
+                            f"--out={out}"]) == 0
   r = json.loads(out.read_text())
-  for optim in ("adam", "sparse_adam"):
+  for optim in ("sparse_adam",):   # the row path (the dense one is the simpler)
     assert {"step", "kernels", "grad", "update"} <= set(r[f"bpr_{optim}"])
     assert {"step", "kernels", "state", "hyper", "grad", "update"} <= set(r[f"til_ui_{optim}"])
     assert r[f"til_ui_{optim}"]["kernels"] > r[f"bpr_{optim}"]["kernels"] > 0

@@ -120,7 +120,7 @@ def test_sparse_sgd_equals_dense_sgd():
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["bpr", "til_ui", "til_mik", "til_mi"])
+@pytest.mark.parametrize("method", ["bpr", "til_mi"])   # til_mi: pre-training, the KL on rows
 def test_sparse_adam_trains_through_the_loop(tmp_path, method):
   from tests.fixtures import write_split
   from tests.test_train import tiny_config
@@ -149,7 +149,7 @@ def test_sparse_adam_is_refused_where_it_would_be_dense(tmp_path, method, backbo
     loop.build(c)
 
 
-@pytest.mark.parametrize("norm,outer", [("none", "fresh"), ("mean", "same"), ("softmax", "fresh")])
+@pytest.mark.parametrize("norm,outer", [("none", "fresh"), ("mean", "same")])
 def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
   """TIL-UI with optim.name=sparse_adam, pre-training steps and bilevel steps: Lambda follows the
   dense bilevel step, and Theta a NumPy lazy Adam fed with the dense gradient's rows at the ids
@@ -179,7 +179,7 @@ def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
     sampler = UniformNegativeSampler(ds.train)
     step, t = jax.jit(til.update), 0
     outer_ids_only = 0
-    for e in range(3):
+    for e in range(2):
       rng = np.random.default_rng(e)
       b = epoch_triplets(ds.train, sampler, rng, 32)
       if outer == "fresh":
@@ -217,10 +217,9 @@ def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
       np.testing.assert_allclose(np.asarray(a), np.asarray(z), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("interest,norm,outer", [("til_ui", "none", "fresh"), ("til_ui", "mean", "same"),
-                                                 ("til_ui", "softmax", "fresh"),
+@pytest.mark.parametrize("interest,norm,outer", [("til_ui", "none", "fresh"), ("til_ui", "softmax", "same"),
                                                  ("til_mik", "none", "fresh"),
-                                                 ("til_mi", "none", "fresh"), ("til_mi", "mean", "same")])
+                                                 ("til_mi", "mean", "fresh")])
 def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
   """til.row_lookahead: the bilevel step on the gathered rows of inner + outer batch gives the
   dense step's Lambda, Theta and optimizer states (float64, several steps, repeated ids, the
