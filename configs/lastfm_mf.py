@@ -15,5 +15,7 @@ def get_config(arg=None):
   # point was at the grid's edge), shared by every method of the row.
   # TIL-UI's gen_lr and lr_look: the defaults (1e-3, 1e-3) were the best of gen_lr {1e-4, 1e-3,
   # 1e-2} x lr_look {1e-3, 1e-2, 1e-1} on valid (results/grid_lastfm_mf_til_ui.csv and
-  # results/grid_lastfm_mf_til_ui_gen_lr1e-4.csv), so nothing is set for them here.
+  # results/grid_lastfm_mf_til_ui_gen_lr1e-4.csv), so nothing is set for them here. TIL-MI's
+  # alpha and gamma: the defaults (1, 1e-4) were the best of alpha {0.1, 1, 10} x gamma {1e-4,
+  # 1e-2} (results/grid_lastfm_mf_til_mi.csv).
   return make("lastfm", "mf", arg, **{"optim.lr": 1e-3, "optim.l2": 1e-2})
