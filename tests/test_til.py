@@ -523,7 +523,7 @@ def test_til_update_with_the_optimizer_lookahead_trains(tmp_path):
   from tests.fixtures import write_split
   from tests.test_train import tiny_config
   from til_jax.train import loop
-  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=2,
+  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=1,
                   **{"til.lookahead": "optimizer"})
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
@@ -588,7 +588,7 @@ def test_loss_inputs_train_through_the_loop(tmp_path):
   from tests.fixtures import write_split
   from tests.test_train import tiny_config
   from til_jax.train import loop
-  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=2,
+  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=1,
                   **{"til.loss_inputs": True})
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
@@ -647,7 +647,7 @@ def test_authors_code_mode_trains_with_their_optimizers(tmp_path):
   from tests.test_train import tiny_config
   from til_jax.til import modes
   from til_jax.train import loop
-  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=2,
+  c = tiny_config(write_split(str(tmp_path / "d")), method="til_ui", epochs=1,
                   **{"til.mode": "authors_code"})
   r = modes.resolve(c)
   assert (r.til.objective, r.optim.weight_decay, r.til.gen_weight_decay) == ("authors", 1e-2, 0.1)

@@ -288,7 +288,7 @@ def test_hardest_of_n_is_dynamic_negative_sampling():
     ("bpr", {"train.negatives": 4, "train.negative_pick": "hardest"}),
     ("til_ui", {"train.negatives": 4, "til.weight_norm": "group_softmax"})])
 def test_several_negatives_train_through_the_loop(tmp_path, method, kw):
-  c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=2, **kw)
+  c = tiny_config(write_split(str(tmp_path / "d")), method=method, epochs=1, **kw)
   res = loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert res["valid"]["recall@10"] > 0
 
