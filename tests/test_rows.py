@@ -25,6 +25,18 @@ def batches(seed=0, steps=4):
   return rows.add_row_index(b, MF.row_tables, {"user": N_USERS, "item": N_ITEMS})
 
 
+def epoch_with_rows(ds, sampler, epoch: int, outer: str, batch_size: int = 32):
+  """One epoch of TIL batches (with a fresh outer batch when `outer` is "fresh") and the same
+  batches with the host row index of inner + outer batch."""
+  from til_jax.data.sampling import epoch_triplets
+  rng = np.random.default_rng(epoch)
+  b = epoch_triplets(ds.train, sampler, rng, batch_size)
+  if outer == "fresh":
+    b["outer"] = epoch_triplets(ds.train, sampler, rng, batch_size)
+  return b, rows.add_row_index(b, MF.row_tables, {"user": ds.n_users, "item": ds.n_items},
+                               with_outer=outer == "fresh")
+
+
 def test_row_index_is_the_distinct_ids_and_their_inverse():
   b = batches()
   for s in range(b["users"].shape[0]):
@@ -155,7 +167,7 @@ def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
   dense bilevel step, and Theta a NumPy lazy Adam fed with the dense gradient's rows at the ids
   of the inner batch only (an id only the outer batch reads is not moved); float64."""
   from configs import default
-  from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+  from til_jax.data.sampling import UniformNegativeSampler
   from til_jax.data.synthetic import make_synthetic
   from til_jax.state import make_consts
   from til_jax.til import bilevel
@@ -180,12 +192,7 @@ def test_til_sparse_adam_equals_lazy_adam_on_the_dense_gradients(norm, outer):
     step, t = jax.jit(til.update), 0
     outer_ids_only = 0
     for e in range(2):
-      rng = np.random.default_rng(e)
-      b = epoch_triplets(ds.train, sampler, rng, 32)
-      if outer == "fresh":
-        b["outer"] = epoch_triplets(ds.train, sampler, rng, 32)
-      br = rows.add_row_index(b, MF.row_tables, {"user": ds.n_users, "item": ds.n_items},
-                              with_outer=outer == "fresh")
+      b, br = epoch_with_rows(ds, sampler, e, outer)
       for s in range(n):
         bt = jax.tree.map(lambda v, s=s: jnp.asarray(v[s]), b)
         cur = {"model": {k: jnp.asarray(ref[k][0]) for k in ref}}
@@ -225,7 +232,7 @@ def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
   dense step's Lambda, Theta and optimizer states (float64, several steps, repeated ids, the
   once-per-epoch eta and the membership refreshes on)."""
   from configs import default
-  from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
+  from til_jax.data.sampling import UniformNegativeSampler
   from til_jax.data.synthetic import make_synthetic
   from til_jax.state import make_consts
   from til_jax.til.api import TIL
@@ -249,12 +256,7 @@ def test_row_lookahead_step_equals_the_dense_step(interest, norm, outer):
     sampler = UniformNegativeSampler(ds.train)
     steps = [jax.jit(t.update) for t in (dense, sparse)]
     for e in range(2):
-      rng = np.random.default_rng(e)
-      b = epoch_triplets(ds.train, sampler, rng, 32)
-      if outer == "fresh":
-        b["outer"] = epoch_triplets(ds.train, sampler, rng, 32)
-      br = rows.add_row_index(b, MF.row_tables, {"user": ds.n_users, "item": ds.n_items},
-                              with_outer=outer == "fresh")
+      b, br = epoch_with_rows(ds, sampler, e, outer)
       for s in range(n):
         states[0], m0 = steps[0](states[0], jax.tree.map(lambda v, s=s: v[s], b), consts)
         states[1], m1 = steps[1](states[1], jax.tree.map(lambda v, s=s: v[s], br), consts)
