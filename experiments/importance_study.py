@@ -67,11 +67,33 @@ VARIANTS.update({
     **{f"dns{n}": ("bpr", {"train.negatives": n, "train.negative_pick": "hardest"})
        for n in (4, 16)},
 })
-ROUND2 = ["bpr", "paper", "authors_code", "bpr_wd", "adam_lookahead", "loss_inputs",
-          "neg4_softmax", "bpr_neg4", "dns4", "neg16_softmax", "bpr_neg16", "dns16"]
-CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_wd",
-           "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16"}
-CONTROL.update({v: "bpr" for v in ()})  # compared with these, not plain BPR
+VARIANTS.update({
+    # TIL-UI with the library's defaults: for TIL-UI the same numbers as `paper` (the fields
+    # the two differ in, kl_*, belong to TIL-MI), and the same cell as Table 1's til_ui.
+    "til_ui": ("til_ui", {}),
+    # Loss-scale controls: BPR times the mean weight its reference cell (same stage, same seed)
+    # trained with, from that cell's metrics.jsonl (`measured_scale`); the overrides here are
+    # the rest of the control.
+    "bpr_scaled": ("bpr", {}),                                    # c = mean w of til_ui
+    "bpr_authors_scaled": ("bpr", {"optim.weight_decay": 1e-2}),  # c = B * mean w + 1 of
+                                                                  # authors_code, its decay too
+    # The weight-decay grid around the authors' 1e-2 (coupled, every row at every step).
+    "bpr_wd1e-3": ("bpr", {"optim.weight_decay": 1e-3}),
+    "bpr_wd1e-1": ("bpr", {"optim.weight_decay": 1e-1}),
+})
+# variant -> (reference variant, c from (mean weight, batch size)): the model step of TIL-UI is
+# mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + mean BPR(Theta~), i.e.
+# B * mean w + 1 (the issue's "1 + the mean TIL weight", with their summed loss).
+SCALED = {"bpr_scaled": ("til_ui", lambda w, b: w),
+          "bpr_authors_scaled": ("authors_code", lambda w, b: b * w + 1.0)}
+ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "bpr_wd",
+          "adam_lookahead", "loss_inputs", "neg4_softmax", "bpr_neg4", "dns4", "neg16_softmax",
+          "bpr_neg16", "dns16", "bpr_wd1e-3", "bpr_wd1e-1"]
+# Each variant is compared with plain BPR and with its control (what isolates its change).
+CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
+           "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16", "til_ui": "bpr_scaled",
+           "paper": "bpr_scaled", "adam_lookahead": "til_ui", "loss_inputs": "til_ui",
+           "bpr_authors_scaled": "bpr_wd", "dns4": "bpr_neg4", "dns16": "bpr_neg16"}
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
@@ -83,11 +105,46 @@ def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
   return {"method": method, "seed": seed, **over, **(extra or {})}
 
 
+def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "") -> float | None:
+  """train.loss_scale of a SCALED control: from the mean over the training epochs of the
+  `w_mean` its reference cell (same stage root and seed) logged, or None if that cell has not
+  finished."""
+  import json
+  ref, scale = SCALED[variant]
+  d = os.path.join(stage_root, prefix, ref, f"seed{seed}")
+  if not os.path.exists(os.path.join(d, "metrics.json")):
+    return None
+  with open(os.path.join(d, "metrics.jsonl")) as f:
+    ws = [r["w_mean"] for r in map(json.loads, f) if "w_mean" in r]
+  with open(os.path.join(d, "config.json")) as f:
+    batch = int(json.load(f)["config"]["train"]["batch_size"])
+  if not ws:
+    raise SystemExit(f"error: {d}/metrics.jsonl: no w_mean record to scale {variant} by")
+  return round(float(scale(sum(ws) / len(ws), batch)), 6)
+
+
+def ordered(variants: list[str]) -> list[str]:
+  """The SCALED controls after every other variant (they read their reference's run)."""
+  return [v for v in variants if v not in SCALED] + [v for v in variants if v in SCALED]
+
+
+def run_variant(stage_root: str, cell: str, config: str, v: str, seed: int, extra: dict,
+                budget: str, prefix: str = "") -> None:
+  extra = dict(extra)
+  if v in SCALED:
+    c = measured_scale(stage_root, v, seed, prefix)
+    if c is None:
+      print(f"[wait] {cell}: needs {SCALED[v][0]}/seed{seed} finished first", flush=True)
+      return
+    extra["train.loss_scale"] = c
+  common.run_cell(stage_root, cell, config, cell_overrides(v, seed, extra), budget)
+
+
 def run_clean(a) -> list[dict]:
   for seed in a.seeds:
-    for v in a.clean_variants:
-      common.run_cell(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
-                      common.config_path(a.dataset, "mf"), cell_overrides(v, seed), a.budget)
+    for v in ordered(a.clean_variants):
+      run_variant(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
+                  common.config_path(a.dataset, "mf"), v, seed, {}, a.budget)
   rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "", a.budget)]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
@@ -116,12 +173,11 @@ def finished(stage_root: str, prefix: str = "", budget: str | None = None):
 
 def run_noise(a) -> list[dict]:
   for seed in a.noise_seeds:
-    for noise in NOISES:
-      for v in a.noise_variants:
-        common.run_cell(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
-                        common.config_path(a.dataset, "mf"),
-                        cell_overrides(v, seed, {"data.noise": noise, "data.noise_seed": seed}),
-                        a.budget)
+    for noise in a.noises:
+      for v in ordered(a.noise_variants):
+        run_variant(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
+                    common.config_path(a.dataset, "mf"), v, seed,
+                    {"data.noise": noise, "data.noise_seed": seed}, a.budget, noise)
   rows = [row(v, seed, noise, m) for noise in NOISES
           for (v, seed), m in finished(os.path.join(a.root, "noise"), noise, a.budget)]
   common.write_csv(os.path.join(a.root, "noise.csv"), rows)
@@ -336,6 +392,7 @@ def parse(argv):
   p.add_argument("--root", default="runs/importance")
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--noise-seeds", default="0")
+  p.add_argument("--noises", default=",".join(NOISES), help="noise stage: which of pos,neg,both")
   p.add_argument("--clean-variants", default=",".join(CLEAN))
   p.add_argument("--noise-variants", default=",".join(NOISE))
   p.add_argument("--small-variants", default=",".join(SMALL))
@@ -344,6 +401,9 @@ def parse(argv):
   a = p.parse_args(argv)
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
   a.noise_seeds = [int(s) for s in a.noise_seeds.split(",") if s]
+  a.noises = [n for n in a.noises.split(",") if n]
+  if set(a.noises) - set(NOISES):
+    p.error(f"--noises: unknown {', '.join(sorted(set(a.noises) - set(NOISES)))}; known: {', '.join(NOISES)}")
   for k in ("clean_variants", "noise_variants", "small_variants"):
     names = [v for v in getattr(a, k).split(",") if v]
     bad = [v for v in names if v not in VARIANTS]

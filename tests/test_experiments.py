@@ -112,3 +112,21 @@ def test_round2_importance_variants_build(tmp_path):
     set_fields(c, over)
     loop.build(c)
   assert set(importance_study.CONTROL) >= {"authors_code", "neg4_softmax", "neg16_softmax"}
+
+
+def test_loss_scale_controls_read_their_reference_run(tmp_path):
+  """bpr_scaled / bpr_authors_scaled take c from the w_mean records of their reference cell
+  (same stage, same seed): mean w, and B * mean w + 1 for the authors' summed objective."""
+  import json
+  root = str(tmp_path)
+  assert importance_study.measured_scale(root, "bpr_scaled", 0) is None   # not finished yet
+  for ref, ws in (("til_ui", [0.5, 0.7, 0.9]), ("authors_code", [1.0, 2.0])):
+    d = tmp_path / ref / "seed0"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text("{}")
+    (d / "config.json").write_text(json.dumps({"config": {"train": {"batch_size": 100}}}))
+    (d / "metrics.jsonl").write_text("\n".join(
+        [json.dumps({"epoch": 0, "valid": {}})] + [json.dumps({"w_mean": w}) for w in ws]))
+  assert importance_study.measured_scale(root, "bpr_scaled", 0) == pytest.approx(0.7)
+  assert importance_study.measured_scale(root, "bpr_authors_scaled", 0) == pytest.approx(151.0)
+  assert importance_study.ordered(["bpr_scaled", "bpr", "til_ui"]) == ["bpr", "til_ui", "bpr_scaled"]
