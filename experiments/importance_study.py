@@ -178,17 +178,36 @@ def run_noise(a) -> list[dict]:
         run_variant(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
                     common.config_path(a.dataset, "mf"), v, seed,
                     {"data.noise": noise, "data.noise_seed": seed}, a.budget, noise)
-  rows = [row(v, seed, noise, m) for noise in NOISES
-          for (v, seed), m in finished(os.path.join(a.root, "noise"), noise, a.budget)]
+  rows = []
+  for noise in NOISES:
+    for (v, seed), m in finished(os.path.join(a.root, "noise"), noise, a.budget):
+      r = row(v, seed, noise, m)
+      trace = auroc_trace(os.path.join(a.root, "noise", noise, v, f"seed{seed}"))
+      if trace:  # TIL on data with noise flags: the weights' AUROC, clean vs injected
+        at_best = [x for e, x in trace if e <= m.get("best_epoch", trace[-1][0])]
+        r.update(auroc_best=(at_best or [trace[0][1]])[-1], auroc_last=trace[-1][1])
+      rows.append(r)
   common.write_csv(os.path.join(a.root, "noise.csv"), rows)
   return rows
+
+
+def auroc_trace(workdir: str) -> list[tuple[int, float]]:
+  """(epoch, weight_auroc) of every evaluation a cell logged (metrics.jsonl), in order."""
+  import json
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    recs = [json.loads(line) for line in f if "weight_auroc" in line]
+  return [(int(r["epoch"]), float(r["weight_auroc"])) for r in recs if "weight_auroc" in r]
 
 
 def row(variant: str, seed: int, noise: str, m: dict) -> dict:
   return {"variant": variant, "method": m["method"], "seed": seed, "noise": noise,
           "valid_recall@20": m["valid"]["recall@20"], "test_recall@20": m["test"]["recall@20"],
           "test_ndcg@20": m["test"]["ndcg@20"], "epochs": m["epochs"],
-          "train_seconds": m["train_seconds"], "budget": m.get("budget", "")}
+          "train_seconds": m["train_seconds"], "budget": m.get("budget", ""),
+          "best_epoch": m.get("best_epoch", ""), "stop": m.get("stop", "")}
 
 
 def weights_of(config_file: str, workdir: str, overrides: dict):
@@ -311,9 +330,26 @@ def fig4(a) -> None:
     fig.savefig(os.path.join(a.root, "fig4.png"), dpi=120)
 
 
+def compare(by: dict, v: str, ref: str, key: str = "test_recall@20") -> tuple[str, str]:
+  """(relative difference of the seed-paired sums of `key`, paired t-test p) of v vs ref."""
+  seeds = sorted(set(by.get(v, {})) & set(by.get(ref, {})))
+  if v == ref or not seeds:
+    return "", ""
+  a_ = [by[v][s][key] for s in seeds]
+  b_ = [by[ref][s][key] for s in seeds]
+  p = common.paired_ttest(a_, b_)[1]
+  return f"{100 * (sum(a_) / sum(b_) - 1):+.2f}%", (f"{p:.3g}" if p == p else "")
+
+
+def pm(xs: list[float], scale: float = 100.0) -> str:
+  m, sd = common.mean_std(xs)
+  return f"{scale * m:.2f}" + (f" ± {scale * sd:.2f}" if len(xs) > 1 else "")
+
+
 def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[dict]]) -> str:
-  """importance.md: the clean table (t-test vs each variant's control), the noise drops and
-  the AUROC tables."""
+  """importance.md: the clean table (each variant against BPR and against its control, paired
+  t-tests over seeds), the noise table (Recall@20 drops from the same variant's clean run, the
+  weights' AUROC) and the AUROC tables of the small stages."""
   import collections
   command = " ".join(["python -m experiments.importance_study"] + sys.argv[1:])
   out = ["# Importance study\n", common.header_lines(a.budget, command), ""]
@@ -321,36 +357,50 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
   for r in clean:
     by[r["variant"]][r["seed"]] = r
   if by:
-    out.append("## Clean Gowalla MF (test, best-valid checkpoint)\n")
+    out.append(f"## Clean {a.dataset} MF (test, best-valid checkpoint)\n")
     rows = []
     for v in [v for v in VARIANTS if v in by]:
       ctrl = CONTROL.get(v, "bpr")
-      seeds = sorted(set(by[v]) & set(by.get(ctrl, {})))
-      rec = [by[v][s]["test_recall@20"] for s in sorted(by[v])]
-      nd = [by[v][s]["test_ndcg@20"] for s in sorted(by[v])]
-      mr, sr = common.mean_std(rec)
-      mn, sn = common.mean_std(nd)
-      if v == ctrl or not seeds:
-        rel, p = "", ""
-      else:
-        a_ = [by[v][s]["test_recall@20"] for s in seeds]
-        b_ = [by[ctrl][s]["test_recall@20"] for s in seeds]
-        rel = f"{100 * (sum(a_) / sum(b_) - 1):+.2f}% vs {ctrl}"
-        p = f"{common.paired_ttest(a_, b_)[1]:.3g}"
-      pm = len(rec) > 1
-      rows.append([v, VARIANTS[v][0], len(rec), f"{100 * mr:.2f}" + (f" ± {100 * sr:.2f}" if pm else ""),
-                   f"{100 * mn:.2f}" + (f" ± {100 * sn:.2f}" if pm else ""), rel, p if p != "nan" else ""])
-    out.append(common.markdown_table(["variant", "method", "seeds", "test R@20 %", "test N@20 %",
-                                      "R@20 vs control", "paired t-test p"], rows))
+      seeds = sorted(by[v])
+      vs_bpr, p_bpr = compare(by, v, "bpr")
+      vs_ctrl, p_ctrl = compare(by, v, ctrl) if ctrl != "bpr" else ("", "")
+      conv = sum(by[v][s].get("stop") == "patience" for s in seeds)
+      rows.append([v, VARIANTS[v][0], f"{len(seeds)} ({conv})",
+                   pm([by[v][s]["valid_recall@20"] for s in seeds]),
+                   pm([by[v][s]["test_recall@20"] for s in seeds]),
+                   pm([by[v][s]["test_ndcg@20"] for s in seeds]), vs_bpr, p_bpr,
+                   ctrl if ctrl != "bpr" else "", vs_ctrl, p_ctrl])
+    out.append(common.markdown_table(
+        ["variant", "method", "seeds (stopped by patience)", "valid R@20 %", "test R@20 %",
+         "test N@20 %", "R@20 vs bpr", "p", "control", "R@20 vs control", "p"], rows))
   if noise:
-    out.append("\n## Robustness: Recall@20 drop from each method's clean run (same seed)\n")
-    rows = []
+    out.append("\n## Robustness: test Recall@20 drop from the same variant's clean run (same seed)\n")
+    drops = collections.defaultdict(dict)  # (noise, variant) -> seed -> row with "drop"
     for r in noise:
       base = by.get(r["variant"], {}).get(r["seed"])
-      drop = (f"{100 * (1 - r['test_recall@20'] / base['test_recall@20']):.1f}%" if base else "")
-      rows.append([r["noise"], r["variant"], r["seed"], f"{100 * r['test_recall@20']:.2f}", drop])
-    out.append(common.markdown_table(["noise", "variant", "seed", "test R@20 %", "drop vs clean"],
-                                     rows))
+      if base:
+        drops[(r["noise"], r["variant"])][r["seed"]] = {
+            **r, "drop": 1 - r["test_recall@20"] / base["test_recall@20"]}
+    rows = []
+    for (nz, v), rs in sorted(drops.items(), key=lambda kv: (kv[0][0], list(VARIANTS).index(kv[0][1]))):
+      seeds = sorted(rs)
+      bpr = drops.get((nz, "bpr"), {})
+      both = [s for s in seeds if s in bpr]
+      less, p = "", ""
+      if v != "bpr" and both:
+        dv, db = [rs[s]["drop"] for s in both], [bpr[s]["drop"] for s in both]
+        less = f"{100 * (1 - sum(dv) / sum(db)):+.1f}%" if sum(db) else ""
+        pv = common.paired_ttest(dv, db)[1]
+        p = f"{pv:.3g}" if pv == pv else ""
+      au = [rs[s]["auroc_best"] for s in seeds if "auroc_best" in rs[s]]
+      au_last = [rs[s]["auroc_last"] for s in seeds if "auroc_last" in rs[s]]
+      rows.append([nz, v, len(seeds), pm([rs[s]["test_recall@20"] for s in seeds]),
+                   pm([rs[s]["drop"] for s in seeds]), less, p,
+                   pm(au, 1.0) if au else "", pm(au_last, 1.0) if au_last else ""])
+    out.append(common.markdown_table(
+        ["noise", "variant", "seeds", "test R@20 %", "drop %", "drop less than bpr's", "p",
+         "weight AUROC (best epoch)", "weight AUROC (last)"], rows))
+    plot_auroc(a, noise)
   for stage, rs in weights.items():
     if not rs:
       continue
@@ -367,18 +417,44 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
   return text
 
 
+def plot_auroc(a, noise: list[dict]) -> None:
+  """noise_auroc.png: each TIL variant's weight AUROC over training, mean over seeds."""
+  import collections
+
+  import numpy as np
+  plt = common.pyplot()
+  traces = collections.defaultdict(list)
+  for r in noise:
+    t = auroc_trace(os.path.join(a.root, "noise", r["noise"], r["variant"], f"seed{r['seed']}"))
+    if t:
+      traces[(r["noise"], r["variant"])].append(dict(t))
+  if not plt or not traces:
+    return
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for (nz, v), ts in sorted(traces.items()):
+    epochs = sorted(set.intersection(*(set(t) for t in ts)))
+    ax.plot(epochs, [np.mean([t[e] for t in ts]) for e in epochs], label=f"{v} ({nz}, {len(ts)} seeds)")
+  ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("weight AUROC (clean vs injected)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(a.root, "noise_auroc.png"), dpi=120)
+
+
 def plot_clean(a, by) -> None:
   plt = common.pyplot()
   if not plt or not by:
     return
   names = [v for v in VARIANTS if v in by]
   means = [common.mean_std([r["test_recall@20"] for r in by[v].values()]) for v in names]
-  fig, ax = plt.subplots(figsize=(7, 3))
+  fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(names)), 3.2))
   ax.bar(range(len(names)), [100 * m for m, _ in means], yerr=[100 * s for _, s in means])
-  ax.set_xticks(range(len(names)), names, rotation=30)
+  ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
   ax.set_ylabel("test Recall@20 (%)")
   lo = min(100 * m for m, _ in means)
   ax.set_ylim(lo * 0.9, None)
+  ax.set_title(f"{a.dataset} MF, clean")
   fig.tight_layout()
   fig.savefig(os.path.join(a.root, "clean.png"), dpi=120)
 
@@ -425,7 +501,8 @@ def load_rows(path: str) -> list[dict]:
         del r[k]  # a column this row does not have (e.g. BPR's AUROC)
         continue
       try:
-        r[k] = int(v) if k == "seed" else float(v) if k not in ("variant", "method", "noise", "budget") else v
+        text = ("variant", "method", "noise", "budget", "stop")
+        r[k] = int(v) if k == "seed" else float(v) if k not in text else v
       except ValueError:
         pass
   return rows

@@ -130,3 +130,28 @@ def test_loss_scale_controls_read_their_reference_run(tmp_path):
   assert importance_study.measured_scale(root, "bpr_scaled", 0) == pytest.approx(0.7)
   assert importance_study.measured_scale(root, "bpr_authors_scaled", 0) == pytest.approx(151.0)
   assert importance_study.ordered(["bpr_scaled", "bpr", "til_ui"]) == ["bpr", "til_ui", "bpr_scaled"]
+
+
+def test_importance_report_pairs_each_variant_with_bpr_and_its_control(tmp_path):
+  """The clean table's relative differences and the noise table's drops, by hand."""
+  import argparse
+  a = argparse.Namespace(root=str(tmp_path), dataset="lastfm", budget="tiny")
+
+  def r(v, seed, test, noise="none"):
+    return {"variant": v, "method": importance_study.VARIANTS[v][0], "seed": seed, "noise": noise,
+            "valid_recall@20": test, "test_recall@20": test, "test_ndcg@20": test / 2,
+            "stop": "patience"}
+  clean = [r("bpr", 0, 0.20), r("bpr", 1, 0.22), r("til_ui", 0, 0.21), r("til_ui", 1, 0.23),
+           r("bpr_scaled", 0, 0.20), r("bpr_scaled", 1, 0.24)]
+  noise = [r("bpr", 0, 0.10, "pos"), r("bpr", 1, 0.11, "pos"),
+           r("til_ui", 0, 0.168, "pos"), r("til_ui", 1, 0.184, "pos")]
+  text = importance_study.summarise(a, clean, noise, {})
+  til = next(line for line in text.splitlines() if line.startswith("| til_ui |"))
+  cells = [c.strip() for c in til.strip("|").split("|")]
+  assert cells[2] == "2 (2)"
+  assert cells[6] == f"{100 * (0.44 / 0.42 - 1):+.2f}%"        # vs bpr
+  assert cells[8] == "bpr_scaled" and cells[9] == f"{100 * (0.44 / 0.44 - 1):+.2f}%"
+  pos = next(line for line in text.splitlines() if line.startswith("| pos | til_ui |"))
+  cells = [c.strip() for c in pos.strip("|").split("|")]
+  # drops: bpr 0.5, 0.5; til_ui 0.2, 0.2 -> 60% less than bpr's
+  assert cells[4] == "20.00 ± 0.00" and cells[5] == "+60.0%"
