@@ -7,8 +7,9 @@
 
 Clean runs are the Table 1 cells (`--table1-root`, the same cell layout and budget), so a
 figure reuses what experiments.table1 already trained and vice versa; the other cells go under
-<root>/fig<N>/ (restartable). Figure 4 (weights vs ratings on ML-100K) is produced by
-experiments.importance_study (stage ml100k), which studies the learned weights.
+<root>/fig<N>/ (restartable); the CSV and PNG go to `--out` (default: the root). Figure 4
+(weights vs ratings on ML-100K) is produced by experiments.importance_study (stage ml100k),
+which studies the learned weights.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def fig3(a) -> list[dict]:
                        "clean_recall@20": base["test"]["recall@20"],
                        "noisy_recall@20": r["test"]["recall@20"],
                        "drop_pct": 100 * (1 - r["test"]["recall@20"] / base["test"]["recall@20"])})
-  common.write_csv(os.path.join(a.root, "fig3.csv"), rows)
+  common.write_csv(os.path.join(a.out, "fig3.csv"), rows)
   plt = common.pyplot()
   if plt and rows:
     methods = [m for m in a.methods if any(r["method"] == m for r in rows)]
@@ -58,7 +59,7 @@ def fig3(a) -> list[dict]:
     ax.set_ylabel("Recall@20 drop (%)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(a.root, "fig3.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, "fig3.png"), dpi=120)
   return rows
 
 
@@ -72,7 +73,7 @@ def fig5(a) -> list[dict]:
       if m:
         rows.append({"clusters": k, "seed": seed, "test_recall@20": m["test"]["recall@20"],
                      "valid_recall@20": m["valid"]["recall@20"]})
-  common.write_csv(os.path.join(a.root, "fig5.csv"), rows)
+  common.write_csv(os.path.join(a.out, "fig5.csv"), rows)
   plt = common.pyplot()
   if plt and rows:
     fig, ax = plt.subplots(figsize=(4, 3))
@@ -83,7 +84,7 @@ def fig5(a) -> list[dict]:
     ax.set_xlabel("clusters K")
     ax.set_ylabel("test Recall@20 (%)")
     fig.tight_layout()
-    fig.savefig(os.path.join(a.root, "fig5.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, "fig5.png"), dpi=120)
   return rows
 
 
@@ -106,7 +107,7 @@ def fig6(a) -> list[dict]:
       if "valid" in epochs[e]:
         rows.append({"method": m, "epoch": e, "train_seconds": round(total, 2),
                      "valid_recall@20": epochs[e]["valid"]["recall@20"]})
-  common.write_csv(os.path.join(a.root, "fig6.csv"), rows)
+  common.write_csv(os.path.join(a.out, "fig6.csv"), rows)
   plt = common.pyplot()
   if plt and rows:
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -114,12 +115,12 @@ def fig6(a) -> list[dict]:
       pts = [r for r in rows if r["method"] == m]
       if pts:
         ax.plot([r["train_seconds"] for r in pts], [100 * r["valid_recall@20"] for r in pts],
-                marker="o", label=m)
+                marker="o" if len(pts) <= 30 else None, label=m)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("valid Recall@20 (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(a.root, "fig6.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, "fig6.png"), dpi=120)
   return rows
 
 
@@ -131,7 +132,7 @@ def fig7(a) -> list[dict]:
       if r:
         rows.append({"method": m, "seed": seed, "test_recall@20": r["test"]["recall@20"],
                      "test_ndcg@20": r["test"]["ndcg@20"]})
-  common.write_csv(os.path.join(a.root, "fig7.csv"), rows)
+  common.write_csv(os.path.join(a.out, "fig7.csv"), rows)
   plt = common.pyplot()
   if plt and rows:
     names = [m for m in ("til_ui", "til_mik", "til_mi") if any(r["method"] == m for r in rows)]
@@ -142,7 +143,7 @@ def fig7(a) -> list[dict]:
     lo = min(r["test_recall@20"] for r in rows)
     ax.set_ylim(100 * lo * 0.9, None)
     fig.tight_layout()
-    fig.savefig(os.path.join(a.root, "fig7.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, "fig7.png"), dpi=120)
   return rows
 
 
@@ -160,10 +161,13 @@ def parse(argv):
   p.add_argument("--budget", default="cpu", choices=tuple(common.BUDGETS))
   p.add_argument("--root", default="runs/figures")
   p.add_argument("--table1-root", default="runs/table1")
+  p.add_argument("--out", default="", help="folder of the CSV and PNG (default: --root), e.g. "
+                 "results/converged_lastfm_mf")
   a = p.parse_args(argv)
   a.methods = [m for m in a.methods.split(",") if m]
   a.clusters = [int(k) for k in a.clusters.split(",") if k]
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
+  a.out = a.out or a.root
   if not os.path.exists(common.config_path(a.dataset, a.backbone)):
     p.error(f"no config {common.config_path(a.dataset, a.backbone)}")
   return a
@@ -172,8 +176,9 @@ def parse(argv):
 def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
+  os.makedirs(a.out, exist_ok=True)
   rows = FIGS[a.fig](a)
-  print(f"figure {a.fig}: {len(rows)} rows -> {os.path.join(a.root, f'fig{a.fig}.csv')}")
+  print(f"figure {a.fig}: {len(rows)} rows -> {os.path.join(a.out, f'fig{a.fig}.csv')}")
   return 0 if rows else 1
 
 

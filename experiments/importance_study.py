@@ -77,9 +77,10 @@ VARIANTS.update({
     "bpr_scaled": ("bpr", {}),                                    # c = mean w of til_ui
     "bpr_authors_scaled": ("bpr", {"optim.weight_decay": 1e-2}),  # c = B * mean w + 1 of
                                                                   # authors_code, its decay too
-    # The weight-decay grid around the authors' 1e-2 (coupled, every row at every step).
-    "bpr_wd1e-3": ("bpr", {"optim.weight_decay": 1e-3}),
-    "bpr_wd1e-1": ("bpr", {"optim.weight_decay": 1e-1}),
+    # A coupled weight-decay grid. With the mean loss, a row's BPR gradient is ~1/B of the
+    # summed loss's, so the authors' 1e-2 (with their summed loss) acts like ~1e-2 / B here:
+    # bpr_wd (1e-2 on the mean loss) collapses the embeddings; the grid is below it.
+    **{f"bpr_wd{w}": ("bpr", {"optim.weight_decay": float(w)}) for w in ("1e-4", "1e-5", "1e-6")},
 })
 # variant -> (reference variant, c from (mean weight, batch size)): the model step of TIL-UI is
 # mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + mean BPR(Theta~), i.e.
@@ -88,7 +89,7 @@ SCALED = {"bpr_scaled": ("til_ui", lambda w, b: w),
           "bpr_authors_scaled": ("authors_code", lambda w, b: b * w + 1.0)}
 ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "bpr_wd",
           "adam_lookahead", "loss_inputs", "neg4_softmax", "bpr_neg4", "dns4", "neg16_softmax",
-          "bpr_neg16", "dns16", "bpr_wd1e-3", "bpr_wd1e-1"]
+          "bpr_neg16", "dns16", "bpr_wd1e-4", "bpr_wd1e-5", "bpr_wd1e-6"]
 # Each variant is compared with plain BPR and with its control (what isolates its change).
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
            "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16", "til_ui": "bpr_scaled",
