@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TIL_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: venv run test lint bench
+.PHONY: venv run test lint bench results
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -23,3 +23,6 @@ test: venv lint  ## lint + the whole test suite (< 10 min on 2 cores)
 
 bench: venv
 	$(BIN)/python -m benchmarks.run --suite=quick --out=benchmarks/quick.json
+
+results: venv  ## every converged table and figure in results/ from the finished cells (trains nothing)
+	$(BIN)/python -m experiments.report

@@ -33,8 +33,9 @@ def cell_command(config: str, workdir: str, overrides: dict, budget: str) -> lis
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
-             env: dict | None = None) -> dict | None:
-  """Runs (or reads) one cell; returns its metrics.json, or None if the run failed."""
+             env: dict | None = None, train: bool = True) -> dict | None:
+  """Runs (or reads) one cell; returns its metrics.json, or None if the run failed (or, with
+  `train=False`, if the cell has not finished: a report of the finished cells runs none)."""
   workdir = os.path.join(root, cell)
   done = os.path.join(workdir, "metrics.json")
   fields = {**BUDGETS[budget], **overrides, "budget": budget}
@@ -45,6 +46,9 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
+  if not train:
+    print(f"[missing] {cell}: not finished; left out", flush=True)
+    return None
   os.makedirs(workdir, exist_ok=True)
   cmd = cell_command(config, workdir, overrides, budget)
   cell_json = os.path.join(workdir, "cell.json")

@@ -27,7 +27,8 @@ NOISES = ("pos", "neg", "both")
 def clean_cell(a, method: str, seed: int, extra: dict | None = None) -> dict | None:
   return common.run_cell(os.path.join(a.table1_root, f"{a.dataset}_{a.backbone}"),
                          f"{method}/seed{seed}", common.config_path(a.dataset, a.backbone),
-                         {"method": method, "seed": seed, **(extra or {})}, a.budget)
+                         {"method": method, "seed": seed, **(extra or {})}, a.budget,
+                         train=not a.report_only)
 
 
 def fig3(a) -> list[dict]:
@@ -39,7 +40,7 @@ def fig3(a) -> list[dict]:
         r = common.run_cell(os.path.join(a.root, "fig3", f"{a.dataset}_{a.backbone}"),
                             f"{noise}/{m}/seed{seed}", common.config_path(a.dataset, a.backbone),
                             {"method": m, "seed": seed, "data.noise": noise, "data.noise_seed": seed},
-                            a.budget)
+                            a.budget, train=not a.report_only)
         if base and r and base["test"]["recall@20"] > 0:
           rows.append({"method": m, "seed": seed, "noise": noise,
                        "clean_recall@20": base["test"]["recall@20"],
@@ -69,7 +70,8 @@ def fig5(a) -> list[dict]:
     for k in a.clusters:
       m = common.run_cell(os.path.join(a.root, "fig5", f"{a.dataset}_{a.backbone}"), f"K{k}/seed{seed}",
                           common.config_path(a.dataset, a.backbone),
-                          {"method": "til_mi", "seed": seed, "til.n_clusters": k}, a.budget)
+                          {"method": "til_mi", "seed": seed, "til.n_clusters": k}, a.budget,
+                          train=not a.report_only)
       if m:
         rows.append({"clusters": k, "seed": seed, "test_recall@20": m["test"]["recall@20"],
                      "valid_recall@20": m["valid"]["recall@20"]})
@@ -161,6 +163,7 @@ def parse(argv):
   p.add_argument("--budget", default="cpu", choices=tuple(common.BUDGETS))
   p.add_argument("--root", default="runs/figures")
   p.add_argument("--table1-root", default="runs/table1")
+  p.add_argument("--report-only", action="store_true", help="plot the finished cells, run none")
   p.add_argument("--out", default="", help="folder of the CSV and PNG (default: --root), e.g. "
                  "results/converged_lastfm_mf")
   a = p.parse_args(argv)

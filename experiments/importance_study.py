@@ -1,17 +1,23 @@
-"""Which TIL variant makes triplet importance pay off? One restartable command (issue #10):
+"""Which TIL variant makes triplet importance pay off? One restartable command (issues #10, #18):
 
   python -m experiments.importance_study --stage=all --budget=cpu --root=runs/importance
+  python -m experiments.importance_study --stage=clean --dataset=lastfm --budget=converged \
+      --root=runs/importance_converged/lastfm --clean-variants=<ROUND2, comma separated>
 
 Stages (each cell a run of experiments.main in <root>/<stage>/<variant>/...; finished cells
 are read, not rerun):
   clean      --dataset (Gowalla), MF: BPR vs every variant, same epoch budget, --seeds;
-             test Recall@20 / NDCG@20 mean +- std, paired t-test against BPR
-  noise      the same under Noisy-Pos / Noisy-Neg / both 50% (sec. 5.6.2), --noise-seeds:
-             Recall@20 drop relative to each method's clean run
+             test Recall@20 / NDCG@20 mean +- std, paired t-tests against BPR and against the
+             variant's control (CONTROL)
+  noise      the same under Noisy-Pos / Noisy-Neg / both 50% (sec. 5.6.2; `--noises`),
+             --noise-seeds: Recall@20 drop relative to each variant's clean run, and the AUROC
+             of the learned weights against the injected positives over training
   ml100k     MovieLens-100K with every rating kept as a positive: AUROC of the learned weight
              vs rating >= 4; and the paper's Fig. 4 view (triplets with rating(u,i) in {4,5},
              rating(u,j) in {1,2,3}) from a run on the >= 4 positives
   synthetic  the synthetic dataset with planted noisy positives: AUROC of weight vs clean flag
+  report     trains nothing: the tables of the finished clean and noise cells (and the small
+             stages' CSVs)
 Outputs in <root>: <stage>.csv, importance.md (tables), and PNG plots with the `plots` extra.
 """
 
@@ -146,6 +152,11 @@ def run_clean(a) -> list[dict]:
     for v in ordered(a.clean_variants):
       run_variant(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
                   common.config_path(a.dataset, "mf"), v, seed, {}, a.budget)
+  return collect_clean(a)
+
+
+def collect_clean(a) -> list[dict]:
+  """Rows of every finished clean cell under the root (clean.csv)."""
   rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "", a.budget)]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
@@ -179,6 +190,11 @@ def run_noise(a) -> list[dict]:
         run_variant(os.path.join(a.root, "noise"), f"{noise}/{v}/seed{seed}",
                     common.config_path(a.dataset, "mf"), v, seed,
                     {"data.noise": noise, "data.noise_seed": seed}, a.budget, noise)
+  return collect_noise(a)
+
+
+def collect_noise(a) -> list[dict]:
+  """Rows of every finished noise cell under the root, with the weights' AUROC (noise.csv)."""
   rows = []
   for noise in NOISES:
     for (v, seed), m in finished(os.path.join(a.root, "noise"), noise, a.budget):
@@ -352,7 +368,7 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
   t-tests over seeds), the noise table (Recall@20 drops from the same variant's clean run, the
   weights' AUROC) and the AUROC tables of the small stages."""
   import collections
-  command = " ".join(["python -m experiments.importance_study"] + sys.argv[1:])
+  command = " ".join(["python -m experiments.importance_study"] + a.argv)
   out = ["# Importance study\n", common.header_lines(a.budget, command), ""]
   by = collections.defaultdict(dict)
   for r in clean:
@@ -476,6 +492,7 @@ def parse(argv):
   p.add_argument("--small-epochs", type=int, default=40, help="epochs of the ml100k/synthetic runs")
   p.add_argument("--fig4-variant", default="mean_lr2")
   a = p.parse_args(argv)
+  a.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
   a.noise_seeds = [int(s) for s in a.noise_seeds.split(",") if s]
   a.noises = [n for n in a.noises.split(",") if n]
@@ -513,8 +530,9 @@ def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
   st = a.stage
-  clean = run_clean(a) if st in ("all", "clean") else load_rows(os.path.join(a.root, "clean.csv"))
-  noise = run_noise(a) if st in ("all", "noise") else load_rows(os.path.join(a.root, "noise.csv"))
+  # `report` trains nothing: it collects the finished clean and noise cells under the root.
+  clean = run_clean(a) if st in ("all", "clean") else collect_clean(a)
+  noise = run_noise(a) if st in ("all", "noise") else collect_noise(a)
   weights = {}
   for stage in ("synthetic", "ml100k"):
     weights[stage] = (run_weight_stage(a, stage) if st in ("all", stage)

@@ -138,7 +138,7 @@ def report(a, rows: list[dict]) -> str:
   for r in rows:
     cells[(r["dataset"], r["backbone"], r["method"])][r["seed"]] = r
   out = ["# Table 1 (ours, test metrics of the best-valid checkpoint; paper's in brackets)\n",
-         common.header_lines(a.budget, " ".join(["python -m experiments.table1"] + sys.argv[1:])),
+         common.header_lines(a.budget, " ".join(["python -m experiments.table1"] + a.argv)),
          "Numbers in [brackets] are the paper's Table 1 (its own protocol), shown for reference.\n"]
   for dataset, backbone in itertools.product(DATASETS, BACKBONES):
     present = [m for m in ALL_METHODS if (dataset, backbone, m) in cells]
@@ -192,6 +192,7 @@ def parse(argv):
   p.add_argument("--csv", default="", help="also write the rows here (results/table1_converged.csv)")
   p.add_argument("--report-only", action="store_true", help="report the finished cells, run none")
   a = p.parse_args(argv)
+  a.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
   a.datasets = [d for d in a.datasets.split(",") if d]
   a.backbones = [b for b in a.backbones.split(",") if b]
   a.methods = [m for m in a.methods.split(",") if m]

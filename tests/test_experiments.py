@@ -135,7 +135,7 @@ def test_loss_scale_controls_read_their_reference_run(tmp_path):
 def test_importance_report_pairs_each_variant_with_bpr_and_its_control(tmp_path):
   """The clean table's relative differences and the noise table's drops, by hand."""
   import argparse
-  a = argparse.Namespace(root=str(tmp_path), dataset="lastfm", budget="tiny")
+  a = argparse.Namespace(root=str(tmp_path), dataset="lastfm", budget="tiny", argv=[])
 
   def r(v, seed, test, noise="none"):
     return {"variant": v, "method": importance_study.VARIANTS[v][0], "seed": seed, "noise": noise,
@@ -155,3 +155,33 @@ def test_importance_report_pairs_each_variant_with_bpr_and_its_control(tmp_path)
   cells = [c.strip() for c in pos.strip("|").split("|")]
   # drops: bpr 0.5, 0.5; til_ui 0.2, 0.2 -> 60% less than bpr's
   assert cells[4] == "20.00 ± 0.00" and cells[5] == "+60.0%"
+
+
+def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, monkeypatch):
+  """experiments.report: Table 1, Figure 7 and the importance tables from fake finished cells;
+  an unfinished cell is left out, not run."""
+  import json
+
+  from experiments import report
+
+  def cell(d, test, method):
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({
+        "budget": "converged", "best_epoch": 50, "epochs": 150, "stop": "patience",
+        "method": method, "train_seconds": 1.0, "valid": {"recall@20": test, "ndcg@20": test / 2},
+        "test": {"recall@20": test, "ndcg@20": test / 2}}))
+  t1 = tmp_path / "t1"
+  for seed, (b, u) in enumerate(((0.20, 0.22), (0.21, 0.22))):
+    cell(t1 / "lastfm_mf" / "bpr" / f"seed{seed}", b, "bpr")
+    cell(t1 / "lastfm_mf" / "til_ui" / f"seed{seed}", u, "til_ui")
+    cell(tmp_path / "imp" / "lastfm" / "clean" / "bpr" / f"seed{seed}", b, "bpr")
+  (t1 / "lastfm_mf" / "til_mi" / "seed0").mkdir(parents=True)   # started, not finished
+  monkeypatch.setattr(common.subprocess, "call", lambda *a, **k: pytest.fail("trained a cell"))
+  res = tmp_path / "results"
+  assert report.main([f"--table1-root={t1}", f"--figures-root={tmp_path / 'fig'}",
+                      f"--importance-root={tmp_path / 'imp'}", f"--results={res}", "--seeds=0,1"]) == 0
+  rows = (res / "table1_converged.csv").read_text().splitlines()
+  assert len(rows) == 1 + 4 and "20.50 ± 0.71" in (res / "table1_converged.md").read_text()
+  fig7 = (res / "converged_lastfm_mf" / "fig7.csv").read_text().splitlines()
+  assert len(fig7) == 1 + 2   # til_ui's two seeds; til_mi unfinished, til_mik absent
+  assert "| bpr | bpr | 2 (2) |" in (res / "importance_converged_lastfm.md").read_text()
