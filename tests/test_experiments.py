@@ -185,3 +185,26 @@ def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, mon
   fig7 = (res / "converged_lastfm_mf" / "fig7.csv").read_text().splitlines()
   assert len(fig7) == 1 + 2   # til_ui's two seeds; til_mi unfinished, til_mik absent
   assert "| bpr | bpr | 2 (2) |" in (res / "importance_converged_lastfm.md").read_text()
+
+
+def test_til_ui_default_is_the_paper_mode(tmp_path):
+  """The round-2 `til_ui` variant (and Table 1's til_ui) stands for `paper`: for TIL-UI the two
+  configs train to the same numbers (they differ only in the clustering loss's fields)."""
+  from configs.default import set_fields
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.train import loop
+  d = write_split(str(tmp_path / "d"))
+  import json
+
+  def run(v):  # the per-epoch training records (loss, weights' mean and spread), no timings
+    method, over = importance_study.VARIANTS[v]
+    c = tiny_config(d, method=method, epochs=2)
+    set_fields(c, over)
+    loop.train_and_evaluate(c, str(tmp_path / v))
+    recs = [json.loads(line) for line in open(tmp_path / v / "metrics.jsonl")]
+    return [{k: x for k, x in r.items() if not k.endswith("seconds")} for r in recs]
+  til_ui = run("til_ui")
+  assert til_ui and all("w_mean" in r for r in til_ui)
+  assert til_ui == run("paper")
+  assert til_ui != run("softmax")   # the records do tell variants apart
