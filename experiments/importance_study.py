@@ -100,7 +100,7 @@ ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
            "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16", "til_ui": "bpr_scaled",
            "paper": "bpr_scaled", "adam_lookahead": "til_ui", "loss_inputs": "til_ui",
-           "bpr_authors_scaled": "bpr_wd", "dns4": "bpr_neg4", "dns16": "bpr_neg16"}
+           "dns4": "bpr_neg4", "dns16": "bpr_neg16"}
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
