@@ -96,8 +96,12 @@ def fig6(a) -> list[dict]:
   group = os.path.join(a.table1_root, f"{a.dataset}_{a.backbone}")
   for m in a.methods:
     path = os.path.join(group, m, f"seed{a.seeds[0]}", "metrics.jsonl")
-    if not os.path.exists(path):
-      continue
+    done = os.path.join(os.path.dirname(path), "metrics.json")
+    if not (os.path.exists(path) and os.path.exists(done)):
+      continue  # not finished: its curve is not the cell's
+    with open(done) as f:
+      if json.load(f).get("budget") != a.budget:
+        continue
     epochs = {}
     with open(path) as f:  # a resumed run re-logs the epochs after its last checkpoint: keep the last
       for line in f:

@@ -99,6 +99,8 @@ ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "
 # Each variant is compared with plain BPR and with its control (what isolates its change).
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
            "neg4_softmax": "bpr_neg4", "neg16_softmax": "bpr_neg16", "til_ui": "bpr_scaled",
+           # paper: bpr_scaled's c comes from til_ui's run, which trains exactly as paper
+           # (test_til_ui_default_is_the_paper_mode)
            "paper": "bpr_scaled", "adam_lookahead": "til_ui", "loss_inputs": "til_ui",
            "dns4": "bpr_neg4", "dns16": "bpr_neg16"}
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
@@ -112,21 +114,29 @@ def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
   return {"method": method, "seed": seed, **over, **(extra or {})}
 
 
-def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "") -> float | None:
+def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "",
+                   budget: str | None = None) -> float | None:
   """train.loss_scale of a SCALED control: from the mean over the training epochs of the
-  `w_mean` its reference cell (same stage root and seed) logged, or None if that cell has not
-  finished."""
+  `w_mean` its reference cell (same stage root, prefix and seed; trained with `budget`) logged,
+  or None (with a line saying why) if that cell has not finished or logged no weights."""
   import json
   ref, scale = SCALED[variant]
   d = os.path.join(stage_root, prefix, ref, f"seed{seed}")
   if not os.path.exists(os.path.join(d, "metrics.json")):
     return None
-  with open(os.path.join(d, "metrics.jsonl")) as f:
-    ws = [r["w_mean"] for r in map(json.loads, f) if "w_mean" in r]
+  with open(os.path.join(d, "metrics.json")) as f:
+    if budget is not None and json.load(f).get("budget") != budget:
+      print(f"[skip] {variant}: its reference {d} was trained with another budget", flush=True)
+      return None
+  ws = []
+  if os.path.exists(os.path.join(d, "metrics.jsonl")):
+    with open(os.path.join(d, "metrics.jsonl")) as f:
+      ws = [r["w_mean"] for r in map(json.loads, f) if "w_mean" in r]
+  if not ws:
+    print(f"[skip] {variant}: {d}/metrics.jsonl has no w_mean record to scale by", flush=True)
+    return None
   with open(os.path.join(d, "config.json")) as f:
     batch = int(json.load(f)["config"]["train"]["batch_size"])
-  if not ws:
-    raise SystemExit(f"error: {d}/metrics.jsonl: no w_mean record to scale {variant} by")
   return round(float(scale(sum(ws) / len(ws), batch)), 6)
 
 
@@ -139,7 +149,7 @@ def run_variant(stage_root: str, cell: str, config: str, v: str, seed: int, extr
                 budget: str, prefix: str = "") -> None:
   extra = dict(extra)
   if v in SCALED:
-    c = measured_scale(stage_root, v, seed, prefix)
+    c = measured_scale(stage_root, v, seed, prefix, budget)
     if c is None:
       print(f"[wait] {cell}: needs {SCALED[v][0]}/seed{seed} finished first", flush=True)
       return
@@ -202,7 +212,7 @@ def collect_noise(a) -> list[dict]:
       trace = auroc_trace(os.path.join(a.root, "noise", noise, v, f"seed{seed}"))
       if trace:  # TIL on data with noise flags: the weights' AUROC, clean vs injected
         at_best = [x for e, x in trace if e <= m.get("best_epoch", trace[-1][0])]
-        r.update(auroc_best=(at_best or [trace[0][1]])[-1], auroc_last=trace[-1][1])
+        r.update(auroc_last=trace[-1][1], **({"auroc_best": at_best[-1]} if at_best else {}))
       rows.append(r)
   common.write_csv(os.path.join(a.root, "noise.csv"), rows)
   return rows
@@ -355,7 +365,8 @@ def compare(by: dict, v: str, ref: str, key: str = "test_recall@20") -> tuple[st
   a_ = [by[v][s][key] for s in seeds]
   b_ = [by[ref][s][key] for s in seeds]
   p = common.paired_ttest(a_, b_)[1]
-  return f"{100 * (sum(a_) / sum(b_) - 1):+.2f}%", (f"{p:.3g}" if p == p else "")
+  rel = f"{100 * (sum(a_) / sum(b_) - 1):+.2f}%" if sum(b_) > 0 else ""
+  return rel, (f"{p:.3g}" if p == p else "")
 
 
 def pm(xs: list[float], scale: float = 100.0) -> str:
@@ -392,17 +403,17 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
          "test N@20 %", "R@20 vs bpr", "p", "control", "R@20 vs control", "p"], rows))
   if noise:
     out.append("\n## Robustness: test Recall@20 drop from the same variant's clean run (same seed)\n")
-    drops = collections.defaultdict(dict)  # (noise, variant) -> seed -> row with "drop"
+    drops = collections.defaultdict(dict)  # (noise, variant) -> seed -> row (+ "drop")
     for r in noise:
       base = by.get(r["variant"], {}).get(r["seed"])
-      if base:
-        drops[(r["noise"], r["variant"])][r["seed"]] = {
-            **r, "drop": 1 - r["test_recall@20"] / base["test_recall@20"]}
+      ok = base and base["test_recall@20"] > 0  # else no drop: shown with the AUROC only
+      drops[(r["noise"], r["variant"])][r["seed"]] = (
+          {**r, "drop": 1 - r["test_recall@20"] / base["test_recall@20"]} if ok else r)
     rows = []
     for (nz, v), rs in sorted(drops.items(), key=lambda kv: (kv[0][0], list(VARIANTS).index(kv[0][1]))):
       seeds = sorted(rs)
       bpr = drops.get((nz, "bpr"), {})
-      both = [s for s in seeds if s in bpr]
+      both = [s for s in seeds if "drop" in rs[s] and "drop" in bpr.get(s, {})]
       less, p = "", ""
       if v != "bpr" and both:
         dv, db = [rs[s]["drop"] for s in both], [bpr[s]["drop"] for s in both]
@@ -411,12 +422,17 @@ def summarise(a, clean: list[dict], noise: list[dict], weights: dict[str, list[d
         p = f"{pv:.3g}" if pv == pv else ""
       au = [rs[s]["auroc_best"] for s in seeds if "auroc_best" in rs[s]]
       au_last = [rs[s]["auroc_last"] for s in seeds if "auroc_last" in rs[s]]
+      dr = [rs[s]["drop"] for s in seeds if "drop" in rs[s]]
       rows.append([nz, v, len(seeds), pm([rs[s]["test_recall@20"] for s in seeds]),
-                   pm([rs[s]["drop"] for s in seeds]), less, p,
+                   pm(dr) if dr else "", less, p,
                    pm(au, 1.0) if au else "", pm(au_last, 1.0) if au_last else ""])
     out.append(common.markdown_table(
-        ["noise", "variant", "seeds", "test R@20 %", "drop %", "drop less than bpr's", "p",
-         "weight AUROC (best epoch)", "weight AUROC (last)"], rows))
+        ["noise", "variant", "seeds", "test R@20 %", "drop %",
+         "drop reduction vs bpr's (+: smaller drop)", "p", "weight AUROC (best epoch)",
+         "weight AUROC (last)"], rows))
+    out.append("The drop is against the same variant's clean run of the same seed (a scaled "
+               "control's noisy and clean runs have their own c, each from its reference's "
+               "run); the reduction and its paired t-test use the seeds BPR has too.\n")
     plot_auroc(a, noise)
   for stage, rs in weights.items():
     if not rs:

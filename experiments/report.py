@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                            ("importance.md", ".md"), ("clean.png", "_clean.png"),
                            ("noise_auroc.png", "_noise_auroc.png")):
         src = os.path.join(root, name)
-        if os.path.exists(src) and os.path.getsize(src) > 1:  # not an empty stage's CSV
+        if os.path.exists(src) and os.path.getsize(src) > 2:  # not an empty stage's "\r\n"
           shutil.copyfile(src, prefix + suffix)
   print(f"report: tables and figures of the finished cells in {a.results}/ "
         f"(commit {common.commit()})")

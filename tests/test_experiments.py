@@ -129,32 +129,65 @@ def test_loss_scale_controls_read_their_reference_run(tmp_path):
         [json.dumps({"epoch": 0, "valid": {}})] + [json.dumps({"w_mean": w}) for w in ws]))
   assert importance_study.measured_scale(root, "bpr_scaled", 0) == pytest.approx(0.7)
   assert importance_study.measured_scale(root, "bpr_authors_scaled", 0) == pytest.approx(151.0)
+  assert importance_study.measured_scale(root, "bpr_scaled", 1) is None   # another seed
+  assert importance_study.measured_scale(str(tmp_path.parent), "bpr_scaled", 0,
+                                         prefix=tmp_path.name) == pytest.approx(0.7)  # noise/<kind>
   assert importance_study.ordered(["bpr_scaled", "bpr", "til_ui"]) == ["bpr", "til_ui", "bpr_scaled"]
 
 
 def test_importance_report_pairs_each_variant_with_bpr_and_its_control(tmp_path):
-  """The clean table's relative differences and the noise table's drops, by hand."""
+  """The clean table's relative differences and p-values and the noise table's drops, by hand:
+  pairs by seed (a control missing a seed is compared on the common ones), the direction of each
+  comparison, and the AUROC columns."""
   import argparse
   a = argparse.Namespace(root=str(tmp_path), dataset="lastfm", budget="tiny", argv=[])
 
-  def r(v, seed, test, noise="none"):
+  def r(v, seed, test, noise="none", **kw):
     return {"variant": v, "method": importance_study.VARIANTS[v][0], "seed": seed, "noise": noise,
             "valid_recall@20": test, "test_recall@20": test, "test_ndcg@20": test / 2,
-            "stop": "patience"}
-  clean = [r("bpr", 0, 0.20), r("bpr", 1, 0.22), r("til_ui", 0, 0.21), r("til_ui", 1, 0.23),
-           r("bpr_scaled", 0, 0.20), r("bpr_scaled", 1, 0.24)]
-  noise = [r("bpr", 0, 0.10, "pos"), r("bpr", 1, 0.11, "pos"),
-           r("til_ui", 0, 0.168, "pos"), r("til_ui", 1, 0.184, "pos")]
+            "stop": "patience", **kw}
+  clean = [r("bpr", 0, 0.20), r("bpr", 1, 0.22), r("bpr", 2, 0.30),
+           r("til_ui", 0, 0.21), r("til_ui", 1, 0.24), r("til_ui", 2, 0.30),
+           r("bpr_scaled", 0, 0.25), r("bpr_scaled", 1, 0.19)]      # no seed 2
+  noise = [r("bpr", 0, 0.10, "pos"), r("bpr", 1, 0.154, "pos"),
+           r("til_ui", 0, 0.168, "pos", auroc_best=0.6, auroc_last=0.7),
+           r("til_ui", 1, 0.192, "pos", auroc_best=0.8, auroc_last=0.9),
+           r("til_ui", 3, 0.2, "pos", auroc_best=0.5, auroc_last=0.5)]   # no clean seed 3
   text = importance_study.summarise(a, clean, noise, {})
-  til = next(line for line in text.splitlines() if line.startswith("| til_ui |"))
-  cells = [c.strip() for c in til.strip("|").split("|")]
-  assert cells[2] == "2 (2)"
-  assert cells[6] == f"{100 * (0.44 / 0.42 - 1):+.2f}%"        # vs bpr
-  assert cells[8] == "bpr_scaled" and cells[9] == f"{100 * (0.44 / 0.44 - 1):+.2f}%"
-  pos = next(line for line in text.splitlines() if line.startswith("| pos | til_ui |"))
-  cells = [c.strip() for c in pos.strip("|").split("|")]
-  # drops: bpr 0.5, 0.5; til_ui 0.2, 0.2 -> 60% less than bpr's
-  assert cells[4] == "20.00 ± 0.00" and cells[5] == "+60.0%"
+
+  def cells(prefix):
+    line = next(x for x in text.splitlines() if x.startswith(prefix))
+    return [c.strip() for c in line.strip("|").split("|")]
+  til = cells("| til_ui |")
+  assert til[2] == "3 (3)"
+  assert til[6] == f"{100 * (0.75 / 0.72 - 1):+.2f}%"                 # vs bpr, seeds 0-2
+  _, p = common.paired_ttest([0.21, 0.24, 0.30], [0.20, 0.22, 0.30])
+  assert til[7] == f"{p:.3g}"
+  assert til[8] == "bpr_scaled" and til[9] == f"{100 * (0.45 / 0.44 - 1):+.2f}%"  # seeds 0, 1
+  assert cells("| bpr_scaled |")[6] == f"{100 * (0.44 / 0.42 - 1):+.2f}%"
+  # drops: bpr 0.5, 0.3; til_ui 0.2, 0.2 -> (0.4 vs 0.8) 50% smaller than bpr's
+  pos = cells("| pos | til_ui |")
+  assert pos[2] == "3" and pos[4] == "20.00 ± 0.00" and pos[5] == "+50.0%"
+  assert pos[7] == "0.63 ± 0.15" and pos[8] == "0.70 ± 0.20"   # seed 3 has AUROC, no drop
+  assert cells("| pos | bpr |")[4] == "40.00 ± 14.14"
+
+
+def test_noise_rows_take_the_auroc_of_the_best_epoch(tmp_path):
+  """collect_noise: the AUROC logged at the best epoch (the last evaluation at or before it)
+  and at the last evaluation, from the cell's metrics.jsonl."""
+  import argparse
+  import json
+  a = argparse.Namespace(root=str(tmp_path), dataset="lastfm", budget="tiny", argv=[])
+  d = tmp_path / "noise" / "pos" / "til_ui" / "seed0"
+  d.mkdir(parents=True)
+  (d / "metrics.json").write_text(json.dumps({
+      "budget": "tiny", "method": "til_ui", "best_epoch": 10, "epochs": 20, "stop": "patience",
+      "train_seconds": 1.0, "valid": {"recall@20": 0.1}, "test": {"recall@20": 0.1, "ndcg@20": 0.05}}))
+  (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in (
+      {"epoch": 5, "weight_auroc": 0.55}, {"epoch": 7, "loss": 0.3}, {"epoch": 10, "weight_auroc": 0.61},
+      {"epoch": 15, "weight_auroc": 0.7}, {"epoch": 20, "weight_auroc": 0.72})))
+  (row,) = importance_study.collect_noise(a)
+  assert row["auroc_best"] == 0.61 and row["auroc_last"] == 0.72
 
 
 def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, monkeypatch):
