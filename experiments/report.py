@@ -9,7 +9,8 @@ Reads the cell folders the campaign commands write (defaults below) and writes:
   results/importance_converged_<dataset>_*   the round-2 importance study (#18): clean.csv,
                                              noise.csv, .md and its PNGs
 A cell that has not finished is left out (the tables say how many seeds each number has), so
-this can run beside the campaign.
+this can run beside the campaign. The runners' own summaries in the cell roots (table1.md,
+importance.md, clean.csv, ...) are rewritten on the way, as their report stages do.
 """
 
 from __future__ import annotations
