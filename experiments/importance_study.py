@@ -81,7 +81,7 @@ VARIANTS.update({
     # trained with, from that cell's metrics.jsonl (`measured_scale`); the overrides here are
     # the rest of the control.
     "bpr_scaled": ("bpr", {}),                                    # c = mean w of til_ui
-    "bpr_authors_scaled": ("bpr", {"optim.weight_decay": 1e-2}),  # c = B * mean w + 1 of
+    "bpr_authors_scaled": ("bpr", {"optim.weight_decay": 1e-2}),  # c = B * (mean w + 1) of
                                                                   # authors_code, its decay too
     # A coupled weight-decay grid. With the mean loss, a row's BPR gradient is ~1/B of the
     # summed loss's, so the authors' 1e-2 (with their summed loss) acts like ~1e-2 / B here:
@@ -89,10 +89,10 @@ VARIANTS.update({
     **{f"bpr_wd{w}": ("bpr", {"optim.weight_decay": float(w)}) for w in ("1e-4", "1e-5", "1e-6")},
 })
 # variant -> (reference variant, c from (mean weight, batch size)): the model step of TIL-UI is
-# mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + mean BPR(Theta~), i.e.
-# B * mean w + 1 (the issue's "1 + the mean TIL weight", with their summed loss).
+# mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + sum BPR(Theta~), i.e.
+# B * (mean w + 1) (the issue's "1 + the mean TIL weight", with their summed losses).
 SCALED = {"bpr_scaled": ("til_ui", lambda w, b: w),
-          "bpr_authors_scaled": ("authors_code", lambda w, b: b * w + 1.0)}
+          "bpr_authors_scaled": ("authors_code", lambda w, b: b * (w + 1.0))}
 ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "bpr_wd",
           "adam_lookahead", "loss_inputs", "neg4_softmax", "bpr_neg4", "dns4", "neg16_softmax",
           "bpr_neg16", "dns16", "bpr_wd1e-4", "bpr_wd1e-5", "bpr_wd1e-6"]

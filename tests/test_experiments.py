@@ -116,7 +116,7 @@ def test_round2_importance_variants_build(tmp_path):
 
 def test_loss_scale_controls_read_their_reference_run(tmp_path):
   """bpr_scaled / bpr_authors_scaled take c from the w_mean records of their reference cell
-  (same stage, same seed): mean w, and B * mean w + 1 for the authors' summed objective."""
+  (same stage, same seed): mean w, and B * (mean w + 1) for the authors' summed objective."""
   import json
   root = str(tmp_path)
   assert importance_study.measured_scale(root, "bpr_scaled", 0) is None   # not finished yet
@@ -128,7 +128,7 @@ def test_loss_scale_controls_read_their_reference_run(tmp_path):
     (d / "metrics.jsonl").write_text("\n".join(
         [json.dumps({"epoch": 0, "valid": {}})] + [json.dumps({"w_mean": w}) for w in ws]))
   assert importance_study.measured_scale(root, "bpr_scaled", 0) == pytest.approx(0.7)
-  assert importance_study.measured_scale(root, "bpr_authors_scaled", 0) == pytest.approx(151.0)
+  assert importance_study.measured_scale(root, "bpr_authors_scaled", 0) == pytest.approx(250.0)
   assert importance_study.measured_scale(root, "bpr_scaled", 1) is None   # another seed
   assert importance_study.measured_scale(str(tmp_path.parent), "bpr_scaled", 0,
                                          prefix=tmp_path.name) == pytest.approx(0.7)  # noise/<kind>

@@ -597,14 +597,18 @@ def test_loss_inputs_train_through_the_loop(tmp_path):
   assert (stats[:, 0] > 0).mean() > 0.9 and np.isfinite(stats).all()
 
 
-def test_authors_objective_is_the_total_derivative_of_their_losses():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_authors_objective_is_the_total_derivative_of_their_losses(reduction):
   """til.objective=authors: the model's gradient is d/dTheta of J_in(Theta, w(s(Theta))) +
   J_out(Theta - lr grad J_in) with the state undetached, and Lambda's that of J_out only; both
-  against central finite differences of those scalars (float64); they differ from the paper's."""
+  against central finite differences of those scalars (float64); they differ from the paper's.
+  With the summed reduction (theirs) both losses are sums over their batches."""
   with jax.enable_x64(True):
     model, params, batch, settings, ctx, gen_params = fixture(lr_look=0.5)
     s = bilevel.TILSettings(**{**settings.__dict__, "objective": "authors", "l2": 0.05,
-                               "activation": "softplus"})
+                               "activation": "softplus", "reduction": reduction})
+    om = batch["outer"].get("mask")
+    n_outer = float(np.sum(om) if om is not None else len(batch["outer"]["users"]))
     tx = optax.sgd(1.0)
     _, _, grads, m = bilevel.bilevel_grads(params, gen_params, tx.init(gen_params), model, ctx,
                                            batch, batch["outer"], tx, s)
@@ -618,8 +622,9 @@ def test_authors_objective_is_the_total_derivative_of_their_losses():
 
     def j_out(th, gp):
       g = jax.grad(j_in)(th, gp)
-      return bilevel.outer_loss(jax.tree.map(lambda p, d: p - 0.5 * d, th, g), model, ctx,
-                                batch["outer"])
+      j = bilevel.outer_loss(jax.tree.map(lambda p, d: p - 0.5 * d, th, g), model, ctx,
+                             batch["outer"])
+      return j * n_outer if reduction == "sum" else j
     total = lambda th: float(j_in(th, gen_params) + j_out(th, gen_params))
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     g_flat = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])

@@ -382,11 +382,14 @@ def authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
   """The effective objective of the authors' code (haolun-wu/TIL main_MF.py; BUILD_NOTES.md):
   with the weights w(s(Theta); Lambda) of an undetached state and the old Lambda,
     J_in(Theta, Lambda),  Theta~ = Theta - lr_look grad_Theta J_in  (second order through w too),
+    J_out summed over the outer batch when `reduction` is sum (their code sums both losses),
     the model's gradient  d/dTheta [J_in + J_out(Theta~(Theta, Lambda))]  (their "frozen"
     embeddings are not frozen, so the outer loss trains them too),
     Lambda's gradient     d/dLambda J_out(Theta~)  (their controller's J_in gradient is zeroed).
   Same returns as `bilevel_grads`."""
   ax = settings.axis_name
+  mask = outer.get("mask")
+  outer_count = psum(outer["users"].shape[0] if mask is None else jnp.sum(mask), ax)
 
   def weights(th, gp):
     s = triplet_state(model, th, ctx, batch, settings, detach=False)
@@ -397,8 +400,10 @@ def authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
 
   def j_out(th, gp):
     g = pmean(jax.grad(j_in)(th, gp), ax)
-    return outer_loss(jax.tree.map(lambda p, d: p - settings.lr_look * d, th, g), model, ctx,
-                      outer, ax)
+    j = outer_loss(jax.tree.map(lambda p, d: p - settings.lr_look * d, th, g), model, ctx, outer,
+                   ax)
+    # Their outer loss is summed like the inner one (main_MF.py: out_loss = torch.sum(out_loss)).
+    return j * outer_count if settings.reduction == "sum" else j
 
   loss, g_in = jax.value_and_grad(j_in)(params, gen_params)
   j, (g_out, g_gen) = jax.value_and_grad(j_out, argnums=(0, 1))(params, gen_params)

@@ -26,7 +26,7 @@ PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
 AUTHORS = {"activation": "softplus", "weight_norm": "clip", "clip_max": 5.0, "reduction": "sum",
            "outer_batch": "same"}
 # The authors' code's effective objective and optimizers (BUILD_NOTES.md, 2026-12-01): the model
-# trained on weighted + lookahead-unweighted BPR with an undetached state, summed losses, the
+# trained on weighted + lookahead-unweighted BPR with an undetached state, both losses summed, the
 # inner batch as the outer one, unclipped softplus weights, lookahead 1e-3, coupled weight decay
 # 1e-2 on the model and 1e-1 on the controller. Keys with a dot name fields outside config.til.
 AUTHORS_CODE = {"activation": "softplus", "weight_norm": "none", "reduction": "sum",
