@@ -288,10 +288,14 @@ def lookahead(params, weights, model, ctx, batch, settings: TILSettings, shift=N
   return jax.tree.map(lambda p, d: p - settings.lr_look * d, params, g)
 
 
-def outer_loss(params, model, ctx, outer, axis_name: str | None = None) -> jax.Array:
-  """J_out = unweighted mean BPR on the outer batch `outer` (users, pos, neg, mask)."""
+def outer_loss(params, model, ctx, outer, axis_name: str | None = None,
+               reduction: str = "mean") -> jax.Array:
+  """J_out = unweighted BPR on the outer batch `outer` (users, pos, neg, mask), its mean (Eq.
+  13) or, with reduction="sum", its sum (the authors' code)."""
   pos_s, neg_s = triplet_scores(model, params["model"], ctx["graph"], outer["users"], outer["pos"],
                                 outer["neg"])
+  if reduction == "sum":
+    return objectives.weighted_bpr_loss(pos_s, neg_s, 1.0, outer.get("mask"), "sum", axis_name)
   return objectives.bpr_loss(pos_s, neg_s, outer.get("mask"), axis_name)
 
 
@@ -388,8 +392,6 @@ def authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
     Lambda's gradient     d/dLambda J_out(Theta~)  (their controller's J_in gradient is zeroed).
   Same returns as `bilevel_grads`."""
   ax = settings.axis_name
-  mask = outer.get("mask")
-  outer_count = psum(outer["users"].shape[0] if mask is None else jnp.sum(mask), ax)
 
   def weights(th, gp):
     s = triplet_state(model, th, ctx, batch, settings, detach=False)
@@ -400,10 +402,9 @@ def authors_grads(params, gen_params, gen_opt_state, model, ctx, batch, outer,
 
   def j_out(th, gp):
     g = pmean(jax.grad(j_in)(th, gp), ax)
-    j = outer_loss(jax.tree.map(lambda p, d: p - settings.lr_look * d, th, g), model, ctx, outer,
-                   ax)
     # Their outer loss is summed like the inner one (main_MF.py: out_loss = torch.sum(out_loss)).
-    return j * outer_count if settings.reduction == "sum" else j
+    return outer_loss(jax.tree.map(lambda p, d: p - settings.lr_look * d, th, g), model, ctx,
+                      outer, ax, settings.reduction)
 
   loss, g_in = jax.value_and_grad(j_in)(params, gen_params)
   j, (g_out, g_gen) = jax.value_and_grad(j_out, argnums=(0, 1))(params, gen_params)
