@@ -16,6 +16,7 @@ import sys
 import time
 
 from configs import default
+from til_jax.train import config_check
 
 BUDGETS = default.BUDGETS  # defined once, in configs/default.py
 
@@ -38,8 +39,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   `train=False`, if the cell has not finished: a report of the finished cells runs none)."""
   workdir = os.path.join(root, cell)
   done = os.path.join(workdir, "metrics.json")
-  fields = {**BUDGETS[budget], **overrides, "budget": budget}
-  stale = mismatches(workdir, fields)
+  stale = stale_reason(workdir, config, overrides, budget)
   if stale:
     print(f"[stale] {cell}: trained with {stale}; not reused (use another --root)", flush=True)
     return None
@@ -96,6 +96,53 @@ def mismatches(workdir: str, fields: dict) -> str:
     if not same:
       diffs.append(f"{k}={node!r} (asked {v!r})")
   return ", ".join(diffs)
+
+
+def stale_reason(workdir: str, config: str, overrides: dict, budget: str) -> str:
+  """'' when the cell in `workdir` (if any) computes what `config` with `overrides` at `budget`
+  computes now, else what differs: the command-line fields (the budget's included), then every
+  field of the whole config (an edited config file makes a finished cell stale too)."""
+  stale = mismatches(workdir, {**BUDGETS[budget], **overrides, "budget": budget})
+  if stale:
+    return stale
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    old = json.load(f).get("identity")
+  new = cell_identity(config, overrides, budget)
+  if old is None or new is None or config_check.same_identity(old, new):
+    return ""
+  before = {**{k: config_check.BEFORE_FIELD[k] for k in new if k not in old
+               and k in config_check.BEFORE_FIELD}, **old}
+  diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
+  return ", ".join(f"{k}={before.get(k)!r} (the config now gives {new.get(k)!r})"
+                   for k in diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+
+
+_IDENTITIES: dict = {}
+
+
+def cell_identity(config: str, overrides: dict, budget: str) -> dict | None:
+  """The identity (config_check.identity) of the config a cell's command builds, parsed as
+  experiments.main parses it; None if it does not parse (the run itself reports that)."""
+  argv = ["cell", f"--config={config}"] + [
+      f"--config.{k}={v}" for k, v in {**BUDGETS[budget], **overrides, "budget": budget}.items()]
+  key = tuple(argv)
+  if key not in _IDENTITIES:
+    from absl import flags
+    from ml_collections import config_flags
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
+                                    sys_argv=argv)  # (else it reads the overrides in sys.argv)
+    try:
+      fv(argv)
+      _IDENTITIES[key] = config_check.identity(fv.config)
+    except Exception as e:  # noqa: BLE001 - an unparsable command is the run's error to report
+      print(f"[unchecked] {config}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+            flush=True)
+      _IDENTITIES[key] = None
+  return _IDENTITIES[key]
 
 
 def machine() -> str:

@@ -49,12 +49,14 @@ def point_name(point: dict) -> str:
   return "_".join(f"{k.split('.')[-1]}{v}" for k, v in point.items())
 
 
-def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict) -> list[dict]:
+def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict, config: str,
+              method: str, budget: str) -> list[dict]:
   rows = []
   for point, seed in itertools.product(points, seeds):
     workdir = os.path.join(root, point_name(point), f"seed{seed}")
     path = os.path.join(workdir, "metrics.json")
-    if not os.path.exists(path) or common.mismatches(workdir, {**fixed, **point, "seed": seed}):
+    overrides = {**fixed, **point, "method": method, "seed": seed}
+    if not os.path.exists(path) or common.stale_reason(workdir, config, overrides, budget):
       continue  # not finished, or trained with other fields ([stale] in the run's output)
     with open(path) as f:
       m = json.load(f)
@@ -105,8 +107,8 @@ def main(argv=None) -> int:
   for point, seed in itertools.product(points, seeds):
     common.run_cell(root, os.path.join(point_name(point), f"seed{seed}"), config,
                     {**fixed, **point, "method": a.method, "seed": seed}, a.budget)
-    common.write_csv(out, grid_rows(root, points, seeds, fixed))
-  rows = grid_rows(root, points, seeds, fixed)
+    common.write_csv(out, grid_rows(root, points, seeds, fixed, config, a.method, a.budget))
+  rows = grid_rows(root, points, seeds, fixed, config, a.method, a.budget)
   common.write_csv(out, rows)
   print(f"{len(rows)} cells in {out}; best on valid: {best(rows, keys)}")
   return 0

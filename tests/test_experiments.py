@@ -90,6 +90,15 @@ def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
   assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny") == first
   assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 1}, "tiny") is None
   assert "[stale] bpr/seed0: trained with seed=0 (asked 1)" in capsys.readouterr().out
+  # The whole config counts, not only the command line: the same fields from another file are
+  # the same cell, and an edited config file (here the L2) makes the finished cell stale.
+  for name, body, reused in (("same", "", True), ("edited", "  c.optim.l2 = 0.5\n", False)):
+    path = tmp_path / f"{name}.py"
+    path.write_text("from configs.synthetic_mf import get_config as base\n\n\n"
+                    f"def get_config(arg=None):\n  c = base(arg)\n{body}  return c\n")
+    got = common.run_cell(root, "bpr/seed0", str(path), {"method": "bpr", "seed": 0}, "tiny")
+    assert (got == first) if reused else got is None, name
+  assert "[stale] bpr/seed0: trained with optim.l2=" in capsys.readouterr().out
 
 
 def test_unknown_variant_is_a_usage_error():

@@ -46,12 +46,21 @@ def test_sigterm_saves_and_exits_then_resumes_identically(tmp_path):
   assert res["valid"] == ref["valid"] and res["test"] == ref["test"]
 
 
+@pytest.fixture(scope="module")
+def til_mi_runs(tmp_path_factory):
+  """A 6-epoch TIL-MI reference and a 4-epoch run of the same config, shared by the damages."""
+  tmp = tmp_path_factory.mktemp("corrupt")
+  data = write_split(str(tmp / "data"))
+  ref = loop.train_and_evaluate(tiny_config(data, "til_mi", epochs=6), str(tmp / "ref"))
+  loop.train_and_evaluate(tiny_config(data, "til_mi", epochs=4), str(tmp / "four"))
+  return data, ref, str(tmp / "four")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "missing_item"])
-def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, damage, caplog):
-  data = write_split(str(tmp_path / "data"))
-  ref = loop.train_and_evaluate(tiny_config(data, "til_mi", epochs=6), str(tmp_path / "ref"))
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, til_mi_runs, damage, caplog):
+  data, ref, four = til_mi_runs
   work = str(tmp_path / "w")
-  loop.train_and_evaluate(tiny_config(data, "til_mi", epochs=4), work)
+  shutil.copytree(four, work)
   latest = os.path.join(work, "checkpoints", "4")
   assert os.path.isdir(latest) and os.path.isdir(os.path.join(work, "checkpoints", "3"))
   if damage == "truncate":
