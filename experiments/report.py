@@ -8,6 +8,8 @@ Reads the cell folders the campaign commands write (defaults below) and writes:
                                              (experiments.figures --report-only)
   results/importance_converged_<dataset>_*   the round-2 importance study (#18): clean.csv,
                                              noise.csv, .md and its PNGs
+  results/table1_converged_<group>_<point>.* the Table 1 methods at another grid point (--points),
+                                             e.g. lastfm MF at BPR's best L2 on a finer grid
 A cell that has not finished is left out (the tables say how many seeds each number has), so
 this can run beside the campaign. The runners' own summaries in the cell roots (table1.md,
 importance.md, clean.csv, ...) are rewritten on the way, as their report stages do.
@@ -20,7 +22,7 @@ import os
 import shutil
 import sys
 
-from experiments import common, figures, importance_study, table1
+from experiments import common, figures, grid, importance_study, table1
 
 FIG_METHODS = {"3": "bpr,pris,tce_bpr,til_ui,til_mi",
                "6": "bpr,pris,rce_bpr,til_ui,til_mi,til_mik",
@@ -33,6 +35,62 @@ def groups(root: str) -> list[tuple[str, str]]:
   return sorted(found)
 
 
+def _pm(xs: list[float]) -> str:
+  mu, sd = common.mean_std(xs)
+  return f"{100 * mu:.2f}" + (f" ± {100 * sd:.2f}" if len(xs) > 1 else "")
+
+
+def _paired(a: dict, b: dict) -> str:
+  """Relative difference of the mean and the paired-t p of seed -> value maps a and b."""
+  both = sorted(set(a) & set(b))
+  if len(both) < 2:
+    return "-"
+  x, y = [a[s] for s in both], [b[s] for s in both]
+  return f"{100 * (sum(x) / sum(y) - 1):+.1f}% (p = {common.paired_ttest(x, y)[1]:.2g})"
+
+
+def point_report(grid_root: str, table1_root: str, group: str, field: str, value: str,
+                 methods: list[str]) -> tuple[list[dict], str]:
+  """The Table 1 methods of `group` (e.g. lastfm_mf) trained at one other grid point (e.g.
+  optim.l2=0.015; cells of `python -m experiments.grid --root=<grid_root>`): test metrics over
+  seeds, each method against BPR at the same point and against its own Table 1 cells (paired)."""
+  import json
+  point = grid.point_name({field: value})
+  t1 = {(r["method"], r["seed"]): r for r in table1.collect(table1_root, "converged")
+        if f"{r['dataset'].replace('-', '_')}_{r['backbone']}" == group}
+  cells = {}
+  for m in methods:
+    d = os.path.join(grid_root, group, m, point)
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+      path = os.path.join(d, name, "metrics.json")
+      if name.startswith("seed") and os.path.exists(path):
+        with open(path) as f:
+          c = json.load(f)
+        if c.get("budget") == "converged":
+          cells.setdefault(m, {})[int(name[4:])] = c
+  rows, body = [], []
+  for m in [m for m in methods if m in cells]:
+    seeds = sorted(cells[m])
+    test = {s: cells[m][s]["test"]["recall@20"] for s in seeds}
+    for s in seeds:
+      c = cells[m][s]
+      rows.append({"group": group, field: value, "method": m, "seed": s,
+                   "best_epoch": c["best_epoch"], "epochs": c["epochs"], "stop": table1.stop_of(c),
+                   "valid_recall@20": c["valid"]["recall@20"], "test_recall@20": test[s],
+                   "test_ndcg@20": c["test"]["ndcg@20"]})
+    bpr = {s: c["test"]["recall@20"] for s, c in cells.get("bpr", {}).items()}
+    own = {s: r["test_recall@20"] for (mm, s), r in t1.items() if mm == m}
+    short = sum(table1.stop_of(cells[m][s]) != "patience" for s in seeds)
+    body.append([m, len(seeds) if not short else f"{len(seeds)} ({short} not converged)",
+                 _pm([cells[m][s]["valid"]["recall@20"] for s in seeds]), _pm(list(test.values())),
+                 _pm([cells[m][s]["test"]["ndcg@20"] for s in seeds]),
+                 _paired(test, bpr) if m != "bpr" else "", _paired(test, own)])
+  text = (f"\n## {group} at {field}={value}\n\n"
+          + common.markdown_table(["method", "seeds", "valid R@20", "test R@20", "test N@20",
+                                   "vs BPR here", "vs its Table 1 cells"], body))
+  return rows, text
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--table1-root", default="runs/table1_converged")
@@ -41,6 +99,10 @@ def main(argv=None) -> int:
                  help="holds one folder per dataset (importance_study --root=<this>/<dataset>)")
   p.add_argument("--results", default="results")
   p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--grid-root", default="runs/grid_l2fine",
+                 help="cells of the --points (experiments.grid --root=<this>)")
+  p.add_argument("--points", default="lastfm_mf:optim.l2=0.015",
+                 help="GROUP:FIELD=VALUE,... : the Table 1 methods at another grid point")
   a = p.parse_args(argv)
   os.makedirs(a.results, exist_ok=True)
   csv = os.path.join(a.results, "table1_converged.csv")
@@ -56,6 +118,18 @@ def main(argv=None) -> int:
                     "--budget=converged", f"--seeds={a.seeds}", f"--root={a.figures_root}",
                     f"--table1-root={a.table1_root}", f"--out={out}", "--report-only"]
                    + ([f"--methods={FIG_METHODS[fig]}"] if fig in FIG_METHODS else []))
+  for spec in [x for x in a.points.split(",") if x]:
+    group, _, fv = spec.partition(":")
+    field, _, value = fv.partition("=")
+    if not (group and field and value):
+      p.error(f"--points: {spec!r} is not GROUP:FIELD=VALUE")
+    rows, text = point_report(a.grid_root, a.table1_root, group, field, value,
+                              list(table1.ALL_METHODS))
+    if rows:
+      name = os.path.join(a.results, f"table1_converged_{group}_{grid.point_name({field: value})}")
+      common.write_csv(name + ".csv", rows)
+      common.write_text(name + ".md", "# Table 1 methods at another grid point\n\n"
+                        + common.header_lines("converged", "python -m experiments.report") + text)
   if os.path.isdir(a.importance_root):
     for dataset in sorted(os.listdir(a.importance_root)):
       root = os.path.join(a.importance_root, dataset)

@@ -250,3 +250,32 @@ def test_til_ui_default_is_the_paper_mode(tmp_path):
   assert til_ui and all("w_mean" in r for r in til_ui)
   assert til_ui == run("paper")
   assert til_ui != run("softmax")   # the records do tell variants apart
+
+
+def test_point_report_pairs_each_method_with_bpr_and_its_table1_cells(tmp_path):
+  """experiments.report --points: the Table 1 methods at another grid point. Hand-computed: the
+  differences 0.01, 0.02, 0.03 give t = 0.02 / (0.01 / sqrt 3) with 2 df, whose two-sided p is
+  1 - t / sqrt(t^2 + 2) = 1 - sqrt(12 / 14)."""
+  from experiments import report
+
+  def cell(path, test, budget="converged"):
+    os.makedirs(path)
+    with open(os.path.join(path, "metrics.json"), "w") as f:
+      json.dump({"budget": budget, "best_epoch": 50, "epochs": 150, "stop": "patience",
+                 "valid": {"recall@20": test - 0.01, "ndcg@20": 0.1},
+                 "test": {"recall@20": test, "ndcg@20": test / 2}, "train_seconds": 1.0}, f)
+  grid_root, t1 = str(tmp_path / "g"), str(tmp_path / "t1")
+  for s, (b, t) in enumerate(((0.20, 0.21), (0.22, 0.24), (0.24, 0.27))):
+    cell(os.path.join(grid_root, "lastfm_mf", "bpr", "l20.015", f"seed{s}"), b)
+    cell(os.path.join(grid_root, "lastfm_mf", "til_ui", "l20.015", f"seed{s}"), t)
+    cell(os.path.join(t1, "lastfm_mf", "til_ui", f"seed{s}"), t - 0.01 * (s + 1))
+  cell(os.path.join(grid_root, "lastfm_mf", "bpr", "l20.015", "seed9"), 0.9, budget="tiny")
+  rows, text = report.point_report(grid_root, t1, "lastfm_mf", "optim.l2", "0.015",
+                                   ["bpr", "til_ui", "pris"])
+  assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("bpr", "til_ui")
+                                                      for s in range(3)]  # not the tiny seed 9
+  p = 1 - math.sqrt(12 / 14)
+  til = next(line for line in text.splitlines() if line.startswith("| til_ui"))
+  assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til  # vs BPR at the point
+  assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til.split("|")[-2]  # vs Table 1
+  assert "| bpr | 3 | 21.00 ± 2.00 | 22.00 ± 2.00 |" in text
