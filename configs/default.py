@@ -29,6 +29,17 @@ BUDGETS = {
 }
 
 
+# Budget fields that differ by dataset, applied over BUDGETS[name] for c.data.name: TIL-MI's
+# pre-training must bring BPR's embeddings close to converged before they are clustered, and
+# that takes each dataset its own number of epochs (measured: BUILD_NOTES.md, "converged budget").
+DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {}}
+
+
+def budget_fields(name: str, dataset: str) -> dict:
+  """The fields budget `name` sets on a config of `dataset` (data.name)."""
+  return {**BUDGETS[name], **DATASET_BUDGETS.get(name, {}).get(dataset, {})}
+
+
 def set_fields(c, overrides: dict) -> None:
   """Sets dotted fields in place: {"optim.lr": 1e-2} -> c.optim.lr = 1e-2."""
   for k, v in overrides.items():
@@ -40,10 +51,11 @@ def set_fields(c, overrides: dict) -> None:
 
 
 def apply_budget(c, name: str) -> None:
-  """Sets the fields of budget `name` (BUDGETS) and records it in `c.budget`."""
+  """Sets the fields of budget `name` (BUDGETS, then DATASET_BUDGETS for c.data.name) and
+  records it in `c.budget`."""
   if name not in BUDGETS:
     raise ValueError(f"unknown budget {name!r}: {' | '.join(BUDGETS)}")
-  set_fields(c, BUDGETS[name])
+  set_fields(c, budget_fields(name, c.data.name))
   c.budget = name
 
 

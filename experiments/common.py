@@ -27,10 +27,15 @@ def config_path(dataset: str, backbone: str) -> str:
   return os.path.join("configs", f"{dataset.replace('-', '_')}_{backbone}.py")
 
 
+def cell_args(config: str, overrides: dict, budget: str) -> list[str]:
+  """The config flags of a cell: the file with its budget (`path:budget`, so the dataset's own
+  budget fields apply: configs/default.py DATASET_BUDGETS), then the overrides, which win."""
+  return [f"--config={config}:{budget}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
 def cell_command(config: str, workdir: str, overrides: dict, budget: str) -> list[str]:
-  fields = {**BUDGETS[budget], **overrides, "budget": budget}
-  return ([sys.executable, "-m", "experiments.main", f"--config={config}", f"--workdir={workdir}"]
-          + [f"--config.{k}={v}" for k, v in fields.items()])
+  args = cell_args(config, overrides, budget)
+  return [sys.executable, "-m", "experiments.main", args[0], f"--workdir={workdir}", *args[1:]]
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
@@ -100,36 +105,43 @@ def mismatches(workdir: str, fields: dict) -> str:
 
 def stale_reason(workdir: str, config: str, overrides: dict, budget: str) -> str:
   """'' when the cell in `workdir` (if any) computes what `config` with `overrides` at `budget`
-  computes now, else what differs: the command-line fields (the budget's included), then every
-  field of the whole config (an edited config file makes a finished cell stale too)."""
-  stale = mismatches(workdir, {**BUDGETS[budget], **overrides, "budget": budget})
-  if stale:
-    return stale
+  computes now, else what differs. Every field of the whole config counts (an edited config
+  file makes a finished cell stale too), and the budget with its epochs and patience."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return ""
+  new = cell_fields(config, overrides, budget)
+  if new is None:  # the command does not parse (the run reports that): the asked fields only
+    return mismatches(workdir, {**BUDGETS[budget], **overrides, "budget": budget})
   with open(path) as f:
-    old = json.load(f).get("identity")
-  new = cell_identity(config, overrides, budget)
-  if old is None or new is None or config_check.same_identity(old, new):
-    return ""
-  before = {**{k: config_check.BEFORE_FIELD[k] for k in new if k not in old
-               and k in config_check.BEFORE_FIELD}, **old}
-  diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
-  return ", ".join(f"{k}={before.get(k)!r} (the config now gives {new.get(k)!r})"
-                   for k in diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+    saved = json.load(f)
+  old = dict(saved.get("identity", {}))
+  old.update({k: config_check.BEFORE_FIELD[k] for k in new
+              if k not in old and k in config_check.BEFORE_FIELD})
+  for k in _RUN_LENGTH:
+    node = saved.get("config", {})
+    for part in k.split("."):
+      node = node.get(part) if isinstance(node, dict) else None
+    if node is not None:
+      old[k] = node
+  diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+          and k in new and (k in old or k not in _RUN_LENGTH)]
+  return ", ".join(f"{k}={old.get(k)!r} (asked {new.get(k)!r})" for k in diff[:4]) + (
+      f" and {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
-_IDENTITIES: dict = {}
+# What config_check.identity leaves out (a run may be extended or its patience changed) but a
+# cell of a budget fixes.
+_RUN_LENGTH = ("budget", "train.epochs", "train.patience")
+_FIELDS: dict = {}
 
 
-def cell_identity(config: str, overrides: dict, budget: str) -> dict | None:
-  """The identity (config_check.identity) of the config a cell's command builds, parsed as
-  experiments.main parses it; None if it does not parse (the run itself reports that)."""
-  argv = ["cell", f"--config={config}"] + [
-      f"--config.{k}={v}" for k, v in {**BUDGETS[budget], **overrides, "budget": budget}.items()]
+def cell_fields(config: str, overrides: dict, budget: str) -> dict | None:
+  """The identity (config_check.identity) and run length of the config a cell's command
+  builds, parsed as experiments.main parses it; None if it does not parse."""
+  argv = ["cell", *cell_args(config, overrides, budget)]
   key = tuple(argv)
-  if key not in _IDENTITIES:
+  if key not in _FIELDS:
     from absl import flags
     from ml_collections import config_flags
     fv = flags.FlagValues()
@@ -137,12 +149,14 @@ def cell_identity(config: str, overrides: dict, budget: str) -> dict | None:
                                     sys_argv=argv)  # (else it reads the overrides in sys.argv)
     try:
       fv(argv)
-      _IDENTITIES[key] = config_check.identity(fv.config)
+      c = fv.config
+      _FIELDS[key] = {**config_check.identity(c), "budget": c.budget,
+                      "train.epochs": c.train.epochs, "train.patience": c.train.patience}
     except Exception as e:  # noqa: BLE001 - an unparsable command is the run's error to report
       print(f"[unchecked] {config}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
             flush=True)
-      _IDENTITIES[key] = None
-  return _IDENTITIES[key]
+      _FIELDS[key] = None
+  return _FIELDS[key]
 
 
 def machine() -> str:
@@ -262,5 +276,7 @@ def pyplot():
 
 
 def header_lines(budget: str, command: str) -> str:
-  return (f"- command: `{command}`\n- budget: {budget} {json.dumps(BUDGETS[budget])}\n"
+  per = default.DATASET_BUDGETS.get(budget)
+  return (f"- command: `{command}`\n- budget: {budget} {json.dumps(BUDGETS[budget])}"
+          + (f", per dataset {json.dumps(per)}" if per else "") + "\n"
           f"- commit: {commit()}; machine: {machine()}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n")

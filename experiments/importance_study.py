@@ -245,10 +245,10 @@ def weights_of(config_file: str, workdir: str, overrides: dict):
 
   from configs.default import set_fields
   from til_jax.train import loop
-  c = importlib.import_module(config_file[:-3].replace(os.sep, ".")).get_config()
   with open(os.path.join(workdir, "metrics.json")) as f:
     budget = json.load(f).get("budget") or "cpu"
-  set_fields(c, {**common.BUDGETS[budget], **overrides})
+  c = importlib.import_module(config_file[:-3].replace(os.sep, ".")).get_config(budget)
+  set_fields(c, overrides)
   dataset, model, method, state, consts = loop.restore(c, workdir)
   users, pos, neg, w = loop.all_triplet_weights(method, state, dataset, consts)
   return dataset, method, state, consts, users, pos, neg, w

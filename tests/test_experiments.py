@@ -279,3 +279,21 @@ def test_point_report_pairs_each_method_with_bpr_and_its_table1_cells(tmp_path):
   assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til  # vs BPR at the point
   assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til.split("|")[-2]  # vs Table 1
   assert "| bpr | 3 | 21.00 ± 2.00 | 22.00 ± 2.00 |" in text
+
+
+def test_a_dataset_budget_applies_to_its_configs_and_an_override_wins(monkeypatch):
+  """configs/default.py DATASET_BUDGETS: a budget's per-dataset fields reach the cells of that
+  dataset through `path:budget`, not the other datasets', and a cell's own override wins."""
+  from configs import default
+  monkeypatch.setitem(default.DATASET_BUDGETS, "converged", {"synthetic": {"til.pretrain_epochs": 7}})
+  monkeypatch.setattr(common, "_FIELDS", {})
+  synthetic, lastfm = common.config_path("synthetic", "mf"), common.config_path("lastfm", "mf")
+  assert common.cell_args(synthetic, {"seed": 1}, "converged") == [
+      f"--config={synthetic}:converged", "--config.seed=1"]
+  got = common.cell_fields(synthetic, {"method": "til_mi"}, "converged")
+  assert got["til.pretrain_epochs"] == 7 and got["train.epochs"] == 3000 and got["budget"] == "converged"
+  assert common.cell_fields(lastfm, {}, "converged")["til.pretrain_epochs"] == \
+      default.BUDGETS["converged"]["til.pretrain_epochs"]
+  assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "converged")["til.pretrain_epochs"] == 3
+  assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "tiny")["til.pretrain_epochs"] == 3
+  assert "per dataset" in common.header_lines("converged", "x")
