@@ -115,17 +115,15 @@ def stale_reason(workdir: str, config: str, overrides: dict, budget: str) -> str
     return mismatches(workdir, {**BUDGETS[budget], **overrides, "budget": budget})
   with open(path) as f:
     saved = json.load(f)
-  old = dict(saved.get("identity", {}))
-  old.update({k: config_check.BEFORE_FIELD[k] for k in new
-              if k not in old and k in config_check.BEFORE_FIELD})
+  old = config_check.completed(saved.get("identity", {}), new)
+  diff = config_check.identity_diff(old, {k: v for k, v in new.items() if k not in _RUN_LENGTH})
   for k in _RUN_LENGTH:
     node = saved.get("config", {})
     for part in k.split("."):
       node = node.get(part) if isinstance(node, dict) else None
-    if node is not None:
+    if node is not None and node != new[k]:
       old[k] = node
-  diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-          and k in new and (k in old or k not in _RUN_LENGTH)]
+      diff.append(k)
   return ", ".join(f"{k}={old.get(k)!r} (asked {new.get(k)!r})" for k in diff[:4]) + (
       f" and {len(diff) - 4} more" if len(diff) > 4 else "")
 

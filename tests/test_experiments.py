@@ -92,7 +92,9 @@ def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
   assert "[stale] bpr/seed0: trained with seed=0 (asked 1)" in capsys.readouterr().out
   # The whole config counts, not only the command line: the same fields from another file are
   # the same cell, and an edited config file (here the L2) makes the finished cell stale.
-  for name, body, reused in (("same", "", True), ("edited", "  c.optim.l2 = 0.5\n", False)):
+  # A field of a config section BPR does not read (the baselines') leaves it the same cell.
+  for name, body, reused in (("same", "", True), ("baselines", "  c.baselines.drop_rate = 0.3\n", True),
+                             ("edited", "  c.optim.l2 = 0.5\n", False)):
     path = tmp_path / f"{name}.py"
     path.write_text("from configs.synthetic_mf import get_config as base\n\n\n"
                     f"def get_config(arg=None):\n  c = base(arg)\n{body}  return c\n")

@@ -88,3 +88,36 @@ def test_a_new_til_state_is_one_function_and_one_registration(tmp_path):
   assert res["method"] == "test_til_pos"
   lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
   assert all("w_mean" in x for x in lines)            # bilevel from the first step (no clusters)
+
+
+def test_a_method_is_judged_only_on_the_config_sections_it_reads():
+  """config_check.identity_diff: BPR ignores the TIL and baselines sections (but reads
+  til.meta_fraction when it trains on the meta split), a baseline reads `baselines`, TIL `til`,
+  and a method whose class does not say keeps every field."""
+  from configs import default
+  from til_jax.train import config_check, methods
+
+  def ident(method, **fields):
+    c = default.get_config()
+    c.method = method
+    default.set_fields(c, fields)
+    return config_check.identity(c)
+  til, base = {"til.gen_lr": 0.5}, {"baselines.drop_rate": 0.3}
+  assert config_check.identity_diff(ident("bpr"), ident("bpr", **til, **base)) == []
+  assert config_check.identity_diff(ident("bpr", **{"train.meta_to_train": True}),
+                                    ident("bpr", **{"train.meta_to_train": True,
+                                                    "til.meta_fraction": 0.3})) == ["til.meta_fraction"]
+  assert config_check.identity_diff(ident("tce_bpr"), ident("tce_bpr", **til, **base)) == [
+      "baselines.drop_rate"]
+  assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **til, **base)) == ["til.gen_lr"]
+  assert "method" in config_check.identity_diff(ident("bpr"), ident("til_ui"))
+  assert config_check.identity_diff(ident("bpr"), ident("bpr", **{"optim.lr": 0.5})) == ["optim.lr"]
+
+  class Mine:  # a plugin that does not name its sections: every field counts
+    pass
+  methods.register("mine_unsaid", Mine)
+  try:
+    assert config_check.identity_diff(ident("mine_unsaid"), ident("mine_unsaid", **til, **base)) \
+        == ["baselines.drop_rate", "til.gen_lr"]
+  finally:
+    config_check.METHODS._classes.pop("mine_unsaid")

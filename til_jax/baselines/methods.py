@@ -55,6 +55,8 @@ class _Baseline(BPR):
   """BPR with the baseline settings read, a jitted `represent` for the host-side samplers, and
   an update that minimises `batch_loss(pos_scores, neg_scores, batch, step) + l2`."""
 
+  config_sections = ("baselines",)
+
   def __init__(self, model, dataset, tx, config):
     super().__init__(model, dataset, tx, config)
     self.s = settings(config)

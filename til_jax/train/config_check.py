@@ -129,11 +129,46 @@ def check_against_data(config, dataset) -> None:
                       f"({dataset.n_items})")
 
 
+# Config sections that belong to a family of methods; a method reads those it names in its
+# class's `config_sections` (BPR: none, the baselines: "baselines", TIL: "til"). Read by any
+# method that asks for it: til.meta_fraction with train.meta_to_train (BPR on train + meta).
+METHOD_SECTIONS = ("til", "baselines")
+
+
+def relevant(identity: dict) -> dict:
+  """The fields of an identity that its method reads: the other methods' config sections
+  (METHOD_SECTIONS) left out. A method whose class does not say (no `config_sections`), or a
+  name not registered here, keeps every field."""
+  name = identity.get("method")
+  cls = METHODS.get(name) if isinstance(name, str) and name in METHODS else None
+  sections = getattr(cls, "config_sections", None)
+  if sections is None:
+    return dict(identity)
+  drop = [s for s in METHOD_SECTIONS if s not in sections]
+
+  def used(k: str) -> bool:
+    if k == "til.meta_fraction" and identity.get("train.meta_to_train"):
+      return True
+    return not any(k.startswith(s + ".") for s in drop)
+  return {k: v for k, v in identity.items() if used(k)}
+
+
+def completed(old: dict, new: dict) -> dict:
+  """A saved identity `old` with the fields `new` has and `old` lacks at their BEFORE_FIELD
+  value (the value that computes what a run computed before the field existed)."""
+  return {**{k: BEFORE_FIELD[k] for k in new if k not in old and k in BEFORE_FIELD}, **old}
+
+
+def identity_diff(old: dict, new: dict) -> list[str]:
+  """The fields in which a saved identity `old` and `new` define different runs (sorted):
+  those `new`'s method reads, with `old` completed by BEFORE_FIELD."""
+  a, b = relevant(completed(old, new)), relevant(new)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def same_identity(old: dict, new: dict) -> bool:
-  """Whether a saved identity `old` and `new` define the same run; a key `old` lacks counts as
-  its BEFORE_FIELD value."""
-  missing = {k: BEFORE_FIELD[k] for k in new if k not in old and k in BEFORE_FIELD}
-  return {**missing, **old} == new
+  """Whether a saved identity `old` and `new` define the same run (identity_diff is empty)."""
+  return not identity_diff(old, new)
 
 
 def identity(config) -> dict:

@@ -190,8 +190,7 @@ def _check_workdir(config, workdir: str, primary: bool = True) -> None:
       old = json.load(f)
     same = config_check.same_identity(old.get("identity", {}), new)
     if not same and not config.checkpoint.overwrite:
-      diff = sorted(k for k in set(old.get("identity", {})) | set(new)
-                    if old.get("identity", {}).get(k) != new.get(k))
+      diff = config_check.identity_diff(old.get("identity", {}), new)
       raise ConfigError(f"{workdir}: holds a run with a different config (fields: "
                         f"{', '.join(diff[:5])}); use another --workdir or "
                         "--config.checkpoint.overwrite=True")

@@ -33,6 +33,7 @@ class TIL(BPR):
   """Triplet Importance Learning: til_ui (Eq. 5), til_mi (Eq. 6 + end-to-end clustering) and
   til_mik (Eq. 6 with K-means centres recomputed at every refresh; paper Fig. 7)."""
 
+  config_sections = ("til",)
   # train.negatives = N: groups of N triplets, weighted by til.weight_norm=group_softmax
   multi_negative = True
 
