@@ -11,6 +11,11 @@ The package's own backbones and methods register themselves where they are defin
 validation (`til_jax.train.config_check`) and the builders read the allowed names from here, so
 a class registered from outside the package trains through `train_and_evaluate` and the CLI
 (`--config.model.name=my_mf`, `--config.method=my_method`) like a built-in one.
+
+A method class may name the method-owned config sections it reads (`config_sections`, e.g.
+("til",); til_jax.train.config_check.METHOD_SECTIONS): a resume or a finished experiment cell
+then ignores changes to the other sections. A subclass of a built-in inherits its tuple; widen
+it if the subclass reads more. A class without the attribute is judged on every field.
 """
 
 from __future__ import annotations
