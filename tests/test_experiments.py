@@ -299,3 +299,29 @@ def test_a_dataset_budget_applies_to_its_configs_and_an_override_wins(monkeypatc
   assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "converged")["til.pretrain_epochs"] == 3
   assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "tiny")["til.pretrain_epochs"] == 3
   assert "per dataset" in common.header_lines("converged", "x")
+
+
+def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, capsys):
+  """experiments.campaign: the steps' names are unique, every grid parses, and a run calls each
+  runner's main once, in order, with {runs} / {results} filled in; a failed step is reported."""
+  import importlib
+
+  from experiments import campaign, grid
+  assert len(set(campaign.NAMES)) == len(campaign.NAMES)
+  for name, module, args in campaign.STEPS:
+    importlib.import_module(module)
+    for a in args:
+      if a.startswith("--grid=") or a.startswith("--fixed="):
+        assert grid.parse_grid(a.split("=", 1)[1]), name
+  calls = []
+  for module in {s[1] for s in campaign.STEPS}:
+    monkeypatch.setattr(importlib.import_module(module), "main",
+                        lambda argv, m=module: calls.append((m, argv)) or (m == "experiments.table1"))
+  first, last = "lastfm-mf-til-mi-kl-items", "lastfm-mf-til-ui-l2-fine"
+  assert campaign.main([f"--from={first}", f"--to={last}", "--runs=/R", "--results=/S"]) == 1
+  assert [m for m, _ in calls] == ["experiments.grid", "experiments.table1", "experiments.grid"]
+  assert "--root=/R/grid" in calls[0][1] and "--out=/S/grid_lastfm_mf_til_mi_kl_items.csv" in calls[0][1]
+  assert "--root=/R/table1_converged" in calls[1][1]
+  assert "1 step(s) failed: lastfm-mf-table1" in capsys.readouterr().err
+  assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
+  assert "grid_l2fine" in capsys.readouterr().out

@@ -1,0 +1,143 @@
+"""The converged campaign behind RESULTS.md as one restartable command, one cell at a time.
+
+  python -m experiments.campaign --list          # the steps, in order, with their commands
+  python -m experiments.campaign                 # run them all (finished cells are read)
+  python -m experiments.campaign --from=lastfm-baseline-knobs --to=gowalla-mf-bpr-grid
+  python -m experiments.campaign --runs=/abs/runs --results=/abs/results   # from a worktree
+
+Every step is one call of a runner (experiments.grid, table1, importance_study, figures), whose
+cells are restartable: a finished cell is read, not rerun, and an interrupted one resumes, so
+running the whole list again costs only the cells that are missing. Steps are listed in the
+order they were (or are to be) run; the finished ones stay listed, as the record of the command
+that produced each result file. Afterwards `python -m experiments.report` writes the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+CONVERGED = "--budget=converged"
+SEEDS3 = "--seeds=0,1,2"
+LASTFM_MF = ["--dataset=lastfm", "--backbone=mf", CONVERGED]
+BASELINES = "aobpr,wbpr,pris,tce,rce,tce_bpr,rce_bpr"
+
+
+def _grid(name: str, dataset: str, backbone: str, method: str, grid: str, seeds: str = "0",
+          root: str = "grid", out: str = "", fixed: str = "") -> tuple:
+  out = out or f"grid_{dataset.replace('-', '_')}_{backbone}_{method}.csv"
+  return (name, "experiments.grid",
+          [f"--dataset={dataset}", f"--backbone={backbone}", f"--method={method}", CONVERGED,
+           f"--grid={grid}", f"--seeds={seeds}", f"--root={{runs}}/{root}",
+           f"--out={{results}}/{out}"] + ([f"--fixed={fixed}"] if fixed else []))
+
+
+def _table1(name: str, dataset: str, backbone: str, methods: str) -> tuple:
+  return (name, "experiments.table1",
+          [f"--datasets={dataset}", f"--backbones={backbone}", f"--methods={methods}", SEEDS3,
+           CONVERGED, "--root={runs}/table1_converged"])
+
+
+def _importance(name: str, dataset: str, stage: str, variants: str) -> tuple:
+  args = [f"--stage={stage}", f"--dataset={dataset}", CONVERGED,
+          f"--root={{runs}}/importance_converged/{dataset}"]
+  if stage == "clean":
+    args += [f"--clean-variants={variants}", SEEDS3]
+  else:
+    args += ["--noises=pos", "--noise-seeds=0,1,2", f"--noise-variants={variants}"]
+  return (name, "experiments.importance_study", args)
+
+
+ROUND2 = ("bpr,til_ui,bpr_scaled,authors_code,bpr_authors_scaled,bpr_wd,adam_lookahead,"
+          "loss_inputs,neg4_softmax,bpr_neg4,dns4,neg16_softmax,bpr_neg16,dns16,bpr_wd1e-4,"
+          "bpr_wd1e-5,bpr_wd1e-6,neg4_softmax_t10")
+ROUND2_NOISE = "bpr,til_ui,bpr_scaled,authors_code,bpr_authors_scaled,adam_lookahead,loss_inputs"
+
+# (name, runner module, argv with {runs} / {results} for the two base folders)
+STEPS = [
+    # lastfm x MF: BPR's lr x L2 on the paper's ranges, then the edge, then finer (valid only)
+    _grid("lastfm-mf-bpr-grid", "lastfm", "mf", "bpr",
+          "optim.lr=1e-3,1e-2,1e-4;optim.l2=1e-4,1e-5,1e-3,1e-6,1e-2"),
+    _grid("lastfm-mf-bpr-l2-edge", "lastfm", "mf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=3e-2,1e-1",
+          out="grid_lastfm_mf_bpr_l2edge.csv"),
+    _grid("lastfm-mf-bpr-l2-fine", "lastfm", "mf", "bpr", "optim.l2=1.5e-2,2e-2", "0,1,2",
+          root="grid_l2fine", out="grid_lastfm_mf_bpr_l2fine.csv"),
+    # TIL's own knobs on lastfm x MF (reused by the other backbones)
+    _grid("lastfm-mf-til-ui-grid", "lastfm", "mf", "til_ui",
+          "til.gen_lr=1e-3,1e-2;til.lr_look=1e-3,1e-2,1e-1"),
+    _grid("lastfm-mf-til-ui-gen-lr-1e-4", "lastfm", "mf", "til_ui",
+          "til.gen_lr=1e-4;til.lr_look=1e-3,1e-2,1e-1", out="grid_lastfm_mf_til_ui_gen_lr1e-4.csv"),
+    _grid("lastfm-mf-til-mi-grid", "lastfm", "mf", "til_mi", "til.alpha=0.1,1.0,10.0;til.gamma=1e-4,1e-2"),
+    _grid("lastfm-mf-til-mi-kl-items", "lastfm", "mf", "til_mi", "til.kl_items=batch", "0,1,2",
+          out="grid_lastfm_mf_til_mi_kl_items.csv"),
+    # the lastfm x MF row, every method, 3 seeds
+    _table1("lastfm-mf-table1", "lastfm", "mf", f"bpr,{BASELINES},til_ui,til_mi,til_mik"),
+    # the row's TIL at BPR's best L2 of the finer grid (report --points)
+    _grid("lastfm-mf-til-ui-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2", "0,1,2",
+          root="grid_l2fine", out="grid_lastfm_mf_til_ui_l2fine.csv"),
+    _grid("lastfm-mf-til-mi-l2-fine", "lastfm", "mf", "til_mi", "optim.l2=1.5e-2", "0,1,2",
+          root="grid_l2fine", out="grid_lastfm_mf_til_mi_l2fine.csv"),
+    # the baselines' own knobs on lastfm x MF (seed 0, valid); T-CE's schedule in steps (lastfm
+    # has 9 steps an epoch at batch 5000: 300 / 3000 / 30000 steps = 33 / 333 / 3333 epochs)
+    *[_grid(f"lastfm-mf-{m}-knobs", "lastfm", "mf", m, g, root="grid_baselines") for m, g in (
+        ("tce_bpr", "baselines.drop_rate=0.1,0.2,0.3;baselines.num_gradual=300,3000,30000"),
+        ("tce", "baselines.drop_rate=0.1,0.2,0.3;baselines.num_gradual=300,3000,30000"),
+        ("rce_bpr", "baselines.beta=0.1,0.25,0.5"), ("rce", "baselines.beta=0.1,0.25,0.5"),
+        ("aobpr", "baselines.aobpr_lambda=0.01,0.05,0.2"), ("wbpr", "baselines.wbpr_exponent=0.5,1.0"),
+        ("pris", "baselines.pris_clusters=20,100"))],
+    # the importance study, round 2 (#18), lastfm x MF
+    _importance("lastfm-mf-importance-clean", "lastfm", "clean", ROUND2),
+    _importance("lastfm-mf-importance-noisy-pos", "lastfm", "noise", ROUND2_NOISE),
+    _grid("lastfm-mf-neg4-temperature", "lastfm", "mf", "til_ui", "til.temperature=0.1,10,100",
+          root="grid_neg4", out="grid_lastfm_mf_til_ui_neg4_temperature.csv",
+          fixed="train.negatives=4;til.weight_norm=group_softmax"),
+    # lastfm x LightGCN (1 layer): BPR's grid (lr 1e-4 left out: the worst on MF), the row
+    _grid("lastfm-lightgcn-bpr-grid", "lastfm", "lightgcn", "bpr",
+          "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
+    _table1("lastfm-lightgcn-table1", "lastfm", "lightgcn", "bpr,pris,til_ui,til_mi"),
+    # Gowalla x MF: BPR's grid, pruned by the lastfm evidence (L2 <= 1e-3 all equal there)
+    _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
+]
+NAMES = [s[0] for s in STEPS]
+
+
+def command(step: tuple, runs: str, results: str) -> list[str]:
+  name, module, args = step
+  return ["python", "-m", module] + [a.format(runs=runs, results=results) for a in args]
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--list", action="store_true", help="print the steps and their commands")
+  p.add_argument("--from", dest="first", default=NAMES[0], choices=NAMES)
+  p.add_argument("--to", dest="last", default=NAMES[-1], choices=NAMES)
+  p.add_argument("--runs", default="runs", help="the cells' base folder")
+  p.add_argument("--results", default="results", help="where the grid CSVs go")
+  a = p.parse_args(argv)
+  lo, hi = NAMES.index(a.first), NAMES.index(a.last)
+  if lo > hi:
+    p.error(f"--from {a.first} comes after --to {a.last}")
+  steps = STEPS[lo:hi + 1]
+  if a.list:
+    for i, step in enumerate(steps, lo + 1):
+      print(f"{i:2d}. {step[0]}\n    {' '.join(command(step, a.runs, a.results))}")
+    return 0
+  failed = []
+  for i, step in enumerate(steps, lo + 1):
+    t0 = time.time()
+    print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
+          flush=True)
+    rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
+    print(f"[step {i}/{len(STEPS)}] {step[0]}: exit {rc} after {time.time() - t0:.0f} s",
+          flush=True)
+    if rc:
+      failed.append(step[0])
+  if failed:
+    print(f"campaign: {len(failed)} step(s) failed: {', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
