@@ -105,8 +105,9 @@ def mismatches(workdir: str, fields: dict) -> str:
 
 def stale_reason(workdir: str, config: str, overrides: dict, budget: str) -> str:
   """'' when the cell in `workdir` (if any) computes what `config` with `overrides` at `budget`
-  computes now, else what differs. Every field of the whole config counts (an edited config
-  file makes a finished cell stale too), and the budget with its epochs and patience."""
+  computes now, else what differs: every field of the whole config that the cell's method
+  reads (config_check.identity_diff; so an edited config file makes a finished cell stale too),
+  and the budget with its epochs and patience."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return ""
