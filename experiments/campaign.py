@@ -19,6 +19,8 @@ import importlib
 import sys
 import time
 
+from experiments import common
+
 CONVERGED = "--budget=converged"
 SEEDS3 = "--seeds=0,1,2"
 LASTFM_MF = ["--dataset=lastfm", "--backbone=mf", CONVERGED]
@@ -117,7 +119,11 @@ def main(argv=None) -> int:
   p.add_argument("--to", dest="last", default=NAMES[-1], choices=NAMES)
   p.add_argument("--runs", default="runs", help="the cells' base folder")
   p.add_argument("--results", default="results", help="where the grid CSVs go")
+  p.add_argument("--rerun-stale", action="store_true",
+                 help="rerun a cell whose config changed since it ran (e.g. a knob tuned in its "
+                      "configs/*.py), after moving its folder to <root>/_stale/")
   a = p.parse_args(argv)
+  common.RERUN_STALE = a.rerun_stale
   lo, hi = NAMES.index(a.first), NAMES.index(a.last)
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")

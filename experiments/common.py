@@ -38,6 +38,11 @@ def cell_command(config: str, workdir: str, overrides: dict, budget: str) -> lis
   return [sys.executable, "-m", "experiments.main", args[0], f"--workdir={workdir}", *args[1:]]
 
 
+# Set by `experiments.campaign --rerun-stale`: a stale cell's folder is moved to
+# <root>/_stale/<cell>-<time> (kept, never deleted) and the cell is run again.
+RERUN_STALE = False
+
+
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
              env: dict | None = None, train: bool = True) -> dict | None:
   """Runs (or reads) one cell; returns its metrics.json, or None if the run failed (or, with
@@ -45,8 +50,14 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   workdir = os.path.join(root, cell)
   done = os.path.join(workdir, "metrics.json")
   stale = stale_reason(workdir, config, overrides, budget)
-  if stale:
-    print(f"[stale] {cell}: trained with {stale}; not reused (use another --root)", flush=True)
+  if stale and RERUN_STALE and train:
+    kept = os.path.join(root, "_stale", f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
+    os.replace(workdir, kept)
+    print(f"[stale] {cell}: trained with {stale}; moved to {kept}, rerun", flush=True)
+  elif stale:
+    print(f"[stale] {cell}: trained with {stale}; not reused (use another --root, or "
+          "experiments.campaign --rerun-stale)", flush=True)
     return None
   if os.path.exists(done):
     with open(done) as f:
@@ -108,13 +119,30 @@ def stale_reason(workdir: str, config: str, overrides: dict, budget: str) -> str
   computes now, else what differs: every field of the whole config that the cell's method
   reads (config_check.identity_diff; so an edited config file makes a finished cell stale too),
   and the budget with its epochs and patience."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(workdir, "config.json")):
     return ""
-  new = cell_fields(config, overrides, budget)
+  new = cell_fields(cell_args(config, overrides, budget))
   if new is None:  # the command does not parse (the run reports that): the asked fields only
     return mismatches(workdir, {**BUDGETS[budget], **overrides, "budget": budget})
+  return _differs(workdir, new)
+
+
+def stale_cell(workdir: str) -> str:
+  """'' when the finished cell in `workdir` still computes what the command it was started
+  with (cell.json) builds from today's config files, else what differs. For the collectors of
+  finished cells, which do not know a cell's overrides: a config file edited since the cell ran
+  (e.g. a knob tuned) leaves it out of the reports until it is rerun."""
+  path = os.path.join(workdir, "cell.json")
+  if not (os.path.exists(path) and os.path.exists(os.path.join(workdir, "config.json"))):
+    return ""
   with open(path) as f:
+    cmd = json.load(f).get("command", [])
+  new = cell_fields([a for a in cmd if a.startswith("--config")])
+  return "" if new is None else _differs(workdir, new)
+
+
+def _differs(workdir: str, new: dict) -> str:
+  with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   old = config_check.completed(saved.get("identity", {}), new)
   diff = config_check.identity_diff(old, {k: v for k, v in new.items() if k not in _RUN_LENGTH})
@@ -135,10 +163,11 @@ _RUN_LENGTH = ("budget", "train.epochs", "train.patience")
 _FIELDS: dict = {}
 
 
-def cell_fields(config: str, overrides: dict, budget: str) -> dict | None:
-  """The identity (config_check.identity) and run length of the config a cell's command
-  builds, parsed as experiments.main parses it; None if it does not parse."""
-  argv = ["cell", *cell_args(config, overrides, budget)]
+def cell_fields(config_args: list[str]) -> dict | None:
+  """The identity (config_check.identity) and run length of the config that the flags
+  `config_args` (--config=FILE[:budget] --config.k=v ...) build, parsed as experiments.main
+  parses them; None if they do not parse."""
+  argv = ["cell", *config_args]
   key = tuple(argv)
   if key not in _FIELDS:
     from absl import flags
@@ -152,8 +181,8 @@ def cell_fields(config: str, overrides: dict, budget: str) -> dict | None:
       _FIELDS[key] = {**config_check.identity(c), "budget": c.budget,
                       "train.epochs": c.train.epochs, "train.patience": c.train.patience}
     except Exception as e:  # noqa: BLE001 - an unparsable command is the run's error to report
-      print(f"[unchecked] {config}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-            flush=True)
+      print(f"[unchecked] {argv[1]}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}", flush=True)
       _FIELDS[key] = None
   return _FIELDS[key]
 

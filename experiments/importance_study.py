@@ -194,7 +194,10 @@ def finished(stage_root: str, prefix: str = "", budget: str | None = None):
       if name.startswith("seed") and os.path.exists(path):
         with open(path) as f:
           m = json.load(f)
-        if budget is None or m.get("budget") == budget:
+        stale = common.stale_cell(os.path.join(d, name))
+        if stale:
+          print(f"[stale] {v}/{name}: trained with {stale}; left out", flush=True)
+        elif budget is None or m.get("budget") == budget:
           out.append(((v, int(name[4:])), m))
   return out
 

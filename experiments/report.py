@@ -66,7 +66,10 @@ def point_report(grid_root: str, table1_root: str, group: str, field: str, value
       if name.startswith("seed") and os.path.exists(path):
         with open(path) as f:
           c = json.load(f)
-        if c.get("budget") == "converged":
+        stale = common.stale_cell(os.path.join(d, name))
+        if stale:
+          print(f"[stale] {group}/{m}/{point}/{name}: trained with {stale}; left out", flush=True)
+        elif c.get("budget") == "converged":
           cells.setdefault(m, {})[int(name[4:])] = c
   rows, body = [], []
   for m in [m for m in methods if m in cells]:

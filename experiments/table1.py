@@ -117,6 +117,11 @@ def collect(root: str, budget: str | None = None, grid: bool = False) -> list[di
         m = json.load(f)
       if budget is not None and m.get("budget") != budget:
         continue
+      stale = common.stale_cell(os.path.join(d, name))
+      if stale:
+        print(f"[stale] {dataset}_{backbone}/{method}/{name}: trained with {stale}; left out",
+              flush=True)
+        continue
       rows.append({"dataset": dataset, "backbone": backbone, "method": method, "seed": int(name[4:]),
                    "budget": m.get("budget", ""), "best_epoch": m["best_epoch"],
                    "epochs": m["epochs"], "stop": stop_of(m),

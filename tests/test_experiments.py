@@ -83,7 +83,7 @@ def test_importance_study_synthetic_stage(tmp_path):
 
 
 def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
-  root = str(tmp_path / "c")
+  root = str(tmp_path / "t1" / "synthetic_mf")  # a Table 1 group folder (table1.collect)
   config = common.config_path("synthetic", "mf")
   first = common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny")
   assert first is not None
@@ -101,6 +101,31 @@ def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
     got = common.run_cell(root, "bpr/seed0", str(path), {"method": "bpr", "seed": 0}, "tiny")
     assert (got == first) if reused else got is None, name
   assert "[stale] bpr/seed0: trained with optim.l2=" in capsys.readouterr().out
+  # The collectors' check, from the command in cell.json: as if the cell's own config file had
+  # been edited since it ran (here: its command pointed at the edited file).
+  workdir = os.path.join(root, "bpr", "seed0")
+  assert common.stale_cell(workdir) == ""
+  assert [r["seed"] for r in table1.collect(str(tmp_path / "t1"))] == [0]
+  cell_json = os.path.join(workdir, "cell.json")
+  saved = json.load(open(cell_json))
+  cmd = [a if not a.startswith("--config=") else f"--config={tmp_path / 'edited.py'}:tiny"
+         for a in saved["command"]]
+  with open(cell_json, "w") as f:
+    json.dump({**saved, "command": cmd}, f)
+  assert common.stale_cell(workdir).startswith("optim.l2=0.0001 (asked 0.5)")
+  assert table1.collect(str(tmp_path / "t1")) == []  # left out of the reports
+  assert "[stale] synthetic_mf/bpr/seed0: trained with optim.l2=" in capsys.readouterr().out
+  # --rerun-stale: the stale folder is kept under _stale/ and the cell runs again.
+  common.RERUN_STALE = True
+  try:
+    again = common.run_cell(root, "bpr/seed0", str(tmp_path / "edited.py"),
+                            {"method": "bpr", "seed": 0}, "tiny")
+  finally:
+    common.RERUN_STALE = False
+  assert again is not None and again != first
+  kept = os.listdir(os.path.join(root, "_stale", "bpr"))
+  assert len(kept) == 1 and kept[0].startswith("seed0-")
+  assert json.load(open(os.path.join(root, "_stale", "bpr", kept[0], "metrics.json"))) == first
 
 
 def test_unknown_variant_is_a_usage_error():
@@ -292,12 +317,14 @@ def test_a_dataset_budget_applies_to_its_configs_and_an_override_wins(monkeypatc
   synthetic, lastfm = common.config_path("synthetic", "mf"), common.config_path("lastfm", "mf")
   assert common.cell_args(synthetic, {"seed": 1}, "converged") == [
       f"--config={synthetic}:converged", "--config.seed=1"]
-  got = common.cell_fields(synthetic, {"method": "til_mi"}, "converged")
+  def fields(config, overrides, budget):
+    return common.cell_fields(common.cell_args(config, overrides, budget))
+  got = fields(synthetic, {"method": "til_mi"}, "converged")
   assert got["til.pretrain_epochs"] == 7 and got["train.epochs"] == 3000 and got["budget"] == "converged"
-  assert common.cell_fields(lastfm, {}, "converged")["til.pretrain_epochs"] == \
+  assert fields(lastfm, {}, "converged")["til.pretrain_epochs"] == \
       default.BUDGETS["converged"]["til.pretrain_epochs"]
-  assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "converged")["til.pretrain_epochs"] == 3
-  assert common.cell_fields(synthetic, {"til.pretrain_epochs": 3}, "tiny")["til.pretrain_epochs"] == 3
+  assert fields(synthetic, {"til.pretrain_epochs": 3}, "converged")["til.pretrain_epochs"] == 3
+  assert fields(synthetic, {"til.pretrain_epochs": 3}, "tiny")["til.pretrain_epochs"] == 3
   assert "per dataset" in common.header_lines("converged", "x")
 
 
