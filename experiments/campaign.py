@@ -103,6 +103,9 @@ STEPS = [
     # equal there) and by #16's measurement (lr 1e-2 peaks by epoch 10 on Gowalla, then falls)
     _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
     _grid("amazon-cd-mf-bpr-grid", "amazon-cd", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
+    # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's
+    _grid("lastfm-neumf-bpr-grid", "lastfm", "neumf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
+    _grid("lastfm-mgccf-bpr-grid", "lastfm", "mgccf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
 ]
 NAMES = [s[0] for s in STEPS]
 
