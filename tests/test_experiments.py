@@ -33,11 +33,21 @@ def test_auroc_with_ties():
   assert importance_study.auroc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5
 
 
-def test_table1_runner_is_restartable_and_reports(tmp_path, capsys):
-  root = str(tmp_path / "t1")
-  args = ["--datasets=synthetic", "--backbones=mf", "--methods=bpr,tce,til_mi", "--seeds=0",
-          "--budget=tiny", f"--root={root}"]
-  assert table1.main(args) == 0
+T1_ARGS = ["--datasets=synthetic", "--backbones=mf", "--methods=bpr,tce,til_mi", "--seeds=0",
+           "--budget=tiny"]
+
+
+@pytest.fixture(scope="module")
+def table1_root(tmp_path_factory):
+  """A tiny Table 1 (synthetic MF: bpr, tce, til_mi), shared by the table and figure tests."""
+  root = str(tmp_path_factory.mktemp("table1") / "t1")
+  assert table1.main(T1_ARGS + [f"--root={root}"]) == 0
+  return root
+
+
+def test_table1_runner_is_restartable_and_reports(table1_root, capsys):
+  root = table1_root
+  args = T1_ARGS + [f"--root={root}"]
   rows = read_csv(os.path.join(root, "table1.csv"))
   assert {r["method"] for r in rows} == {"bpr", "tce", "til_mi"}
   assert all(r["budget"] == "tiny" for r in rows)
@@ -54,8 +64,8 @@ def test_table1_runner_is_restartable_and_reports(tmp_path, capsys):
   assert "[run]" not in capsys.readouterr().out
 
 
-def test_figure_runners(tmp_path):
-  root, t1 = str(tmp_path / "figs"), str(tmp_path / "t1")
+def test_figure_runners(tmp_path, table1_root):
+  root, t1 = str(tmp_path / "figs"), table1_root
   common_args = ["--dataset=synthetic", "--budget=tiny", f"--root={root}", f"--table1-root={t1}"]
   assert figures.main(["--fig=3", "--methods=bpr"] + common_args) == 0
   rows = read_csv(os.path.join(root, "fig3.csv"))

@@ -84,7 +84,7 @@ def test_weight_generator_is_eq3():
   g = jax.tree.map(np.asarray, gen_params)["params"]
   z = np.maximum(np.asarray(s) @ g["W1"]["kernel"] + g["W1"]["bias"], 0)
   want = 1 / (1 + np.exp(-(z @ g["W2"]["kernel"][:, 0] + g["W2"]["bias"][0])))
-  np.testing.assert_allclose(w, want, rtol=1e-10)
+  np.testing.assert_allclose(w, want, rtol=1e-6)  # float32: a few ulps
 
 
 def test_hypergradient_matches_closed_form_and_finite_differences():
