@@ -99,6 +99,11 @@ STEPS = [
     _grid("lastfm-lightgcn-bpr-grid", "lastfm", "lightgcn", "bpr",
           "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
     _table1("lastfm-lightgcn-table1", "lastfm", "lightgcn", "bpr,pris,til_ui,til_mi"),
+    # ... and the loss-scale control of its TIL-UI: BPR times TIL-UI's mean weight there
+    # (0.617 / 0.569 / 0.578 over seeds 0-2, importance_study.measured_scale on the Table 1
+    # cells; one c = 0.59 for the three seeds)
+    _grid("lastfm-lightgcn-bpr-loss-scale", "lastfm", "lightgcn", "bpr", "train.loss_scale=0.59",
+          "0,1,2", root="grid_loss_scale", out="grid_lastfm_lightgcn_bpr_loss_scale.csv"),
     # Gowalla and Amazon-CD x MF: BPR's grid, pruned by the lastfm evidence (L2 <= 1e-3 all
     # equal there) and by #16's measurement (lr 1e-2 peaks by epoch 10 on Gowalla, then falls)
     _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
