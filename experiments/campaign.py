@@ -1,6 +1,6 @@
 """The converged campaign behind RESULTS.md as one restartable command, one cell at a time.
 
-  python -m experiments.campaign --list          # the steps, in order, with their commands
+  python -m experiments.campaign --list          # the steps in order: commands, cells finished
   python -m experiments.campaign                 # run them all (finished cells are read)
   python -m experiments.campaign --from=lastfm-baseline-knobs --to=gowalla-mf-bpr-grid
   python -m experiments.campaign --runs=/abs/runs --results=/abs/results   # from a worktree
@@ -115,6 +115,40 @@ STEPS = [
 NAMES = [s[0] for s in STEPS]
 
 
+def cells(step: tuple, runs: str) -> list[str]:
+  """The workdirs of the cells a step runs (a finished one holds metrics.json)."""
+  import itertools
+  import os
+
+  from experiments import grid
+  _, module, args = step
+  a = {k[2:]: v for k, v in (x.split("=", 1) for x in (x.format(runs=runs, results="") for x in args))}
+  seeds = a.get("seeds", "0").split(",")
+  if module == "experiments.grid":
+    g = grid.parse_grid(a["grid"])
+    points = [dict(zip(g, vals)) for vals in itertools.product(*g.values())]
+    base = os.path.join(a["root"], f"{a['dataset'].replace('-', '_')}_{a['backbone']}", a["method"])
+    return [os.path.join(base, grid.point_name(pt), f"seed{s}") for pt in points for s in seeds]
+  if module == "experiments.table1":
+    return [os.path.join(a["root"], f"{d.replace('-', '_')}_{b}", m, f"seed{s}")
+            for d in a["datasets"].split(",") for b in a["backbones"].split(",")
+            for m in a["methods"].split(",") for s in seeds]
+  if module == "experiments.importance_study":
+    if a["stage"] == "clean":
+      return [os.path.join(a["root"], "clean", v, f"seed{s}")
+              for v in a["clean-variants"].split(",") for s in seeds]
+    return [os.path.join(a["root"], "noise", n, v, f"seed{s}") for n in a["noises"].split(",")
+            for v in a["noise-variants"].split(",") for s in a["noise-seeds"].split(",")]
+  return []
+
+
+def progress(step: tuple, runs: str) -> str:
+  import os
+  todo = cells(step, runs)
+  done = sum(os.path.exists(os.path.join(w, "metrics.json")) for w in todo)
+  return f"{done}/{len(todo)} cells finished" if todo else ""
+
+
 def command(step: tuple, runs: str, results: str) -> list[str]:
   name, module, args = step
   return ["python", "-m", module] + [a.format(runs=runs, results=results) for a in args]
@@ -138,7 +172,8 @@ def main(argv=None) -> int:
   steps = STEPS[lo:hi + 1]
   if a.list:
     for i, step in enumerate(steps, lo + 1):
-      print(f"{i:2d}. {step[0]}\n    {' '.join(command(step, a.runs, a.results))}")
+      print(f"{i:2d}. {step[0]}: {progress(step, a.runs)}\n"
+            f"    {' '.join(command(step, a.runs, a.results))}")
     return 0
   failed = []
   for i, step in enumerate(steps, lo + 1):

@@ -362,3 +362,21 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   assert "1 step(s) failed: lastfm-mf-table1" in capsys.readouterr().err
   assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
   assert "grid_l2fine" in capsys.readouterr().out
+
+
+def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
+  from experiments import campaign
+  step = dict((s[0], s) for s in campaign.STEPS)
+  runs = str(tmp_path)
+  fine = campaign.cells(step["lastfm-mf-til-ui-l2-fine"], runs)
+  assert fine == [os.path.join(runs, "grid_l2fine", "lastfm_mf", "til_ui", "l20.015", f"seed{s}")
+                  for s in range(3)]
+  t1 = campaign.cells(step["lastfm-lightgcn-table1"], runs)
+  assert len(t1) == 12 and t1[0] == os.path.join(runs, "table1_converged", "lastfm_lightgcn",
+                                                 "bpr", "seed0")
+  noisy = campaign.cells(step["lastfm-mf-importance-noisy-pos"], runs)
+  assert noisy[0] == os.path.join(runs, "importance_converged", "lastfm", "noise", "pos", "bpr",
+                                  "seed0")
+  os.makedirs(fine[1])
+  open(os.path.join(fine[1], "metrics.json"), "w").close()
+  assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == "1/3 cells finished"
