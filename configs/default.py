@@ -61,6 +61,14 @@ def apply_budget(c, name: str) -> None:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Every field with its default; `arg` names a budget (default: paper)."""
+  c = defaults()
+  apply_budget(c, arg or "paper")
+  return c
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every field with its default, before a budget is applied (configs.base.make applies the
+  budget once data.name is the config's dataset, so per-dataset budget fields match it)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr, or a
@@ -182,6 +190,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.baselines.pris_negatives = 5       # PRIS L negatives per positive (official default)
   c.baselines.pris_warmup_epochs = 1   # uniform sampling first, as the official code
   c.baselines.pris_kmeans_iters = 25
-
-  apply_budget(c, arg or "paper")
   return c

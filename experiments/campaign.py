@@ -143,10 +143,13 @@ def cells(step: tuple, runs: str) -> list[str]:
 
 
 def progress(step: tuple, runs: str) -> str:
+  """'k/n cells finished' (and how many of those are stale: common.stale_cell)."""
   import os
   todo = cells(step, runs)
-  done = sum(os.path.exists(os.path.join(w, "metrics.json")) for w in todo)
-  return f"{done}/{len(todo)} cells finished" if todo else ""
+  done = [w for w in todo if os.path.exists(os.path.join(w, "metrics.json"))]
+  stale = sum(bool(common.stale_cell(w)) for w in done)
+  return (f"{len(done) - stale}/{len(todo)} cells finished"
+          + (f", {stale} stale (--rerun-stale reruns them)" if stale else "")) if todo else ""
 
 
 def command(step: tuple, runs: str, results: str) -> list[str]:
@@ -180,7 +183,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
           flush=True)
-    rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
+    try:
+      rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
+    except SystemExit as e:  # a runner's usage error (argparse): this step fails, the rest run
+      rc = e.code if isinstance(e.code, int) else 2
     print(f"[step {i}/{len(STEPS)}] {step[0]}: exit {rc} after {time.time() - t0:.0f} s",
           flush=True)
     if rc:

@@ -138,7 +138,9 @@ def stale_cell(workdir: str) -> str:
   with open(path) as f:
     cmd = json.load(f).get("command", [])
   new = cell_fields([a for a in cmd if a.startswith("--config")])
-  return "" if new is None else _differs(workdir, new)
+  if new is None:  # e.g. its config file is gone: it cannot be shown to be current
+    return "a command that no longer parses (see [unchecked])"
+  return _differs(workdir, new)
 
 
 def _differs(workdir: str, new: dict) -> str:
@@ -157,17 +159,39 @@ def _differs(workdir: str, new: dict) -> str:
       f" and {len(diff) - 4} more" if len(diff) > 4 else "")
 
 
+def _configs_stamp() -> tuple:
+  """(file, mtime) of every configs/*.py: the parse cache is valid while none changed."""
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  try:
+    return tuple(sorted((f, os.stat(os.path.join(here, f)).st_mtime_ns)
+                        for f in os.listdir(here) if f.endswith(".py")))
+  except OSError:
+    return ()
+
+
 # What config_check.identity leaves out (a run may be extended or its patience changed) but a
 # cell of a budget fixes.
 _RUN_LENGTH = ("budget", "train.epochs", "train.patience")
 _FIELDS: dict = {}
+_STAMP: tuple | None = None  # _configs_stamp() of the parses in _FIELDS
 
 
 def cell_fields(config_args: list[str]) -> dict | None:
   """The identity (config_check.identity) and run length of the config that the flags
   `config_args` (--config=FILE[:budget] --config.k=v ...) build, parsed as experiments.main
   parses them; None if they do not parse."""
+  global _STAMP
   argv = ["cell", *config_args]
+  stamp = _configs_stamp()
+  if stamp != _STAMP:
+    # The config files as they are now: a long campaign outlives edits of configs/*.py, and the
+    # file a flag names is re-read at each parse but the modules it imports (configs.base,
+    # configs.default) would not be.
+    if _STAMP is not None:
+      for name in [m for m in sys.modules if m == "configs" or m.startswith("configs.")]:
+        del sys.modules[name]
+    _FIELDS.clear()
+    _STAMP = stamp
   key = tuple(argv)
   if key not in _FIELDS:
     from absl import flags

@@ -130,6 +130,10 @@ def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "",
   d = os.path.join(stage_root, prefix, ref, f"seed{seed}")
   if not os.path.exists(os.path.join(d, "metrics.json")):
     return None
+  stale = common.stale_cell(d)
+  if stale:
+    print(f"[skip] {variant}: its reference {d} is stale ({stale})", flush=True)
+    return None
   with open(os.path.join(d, "metrics.json")) as f:
     if budget is not None and json.load(f).get("budget") != budget:
       print(f"[skip] {variant}: its reference {d} was trained with another budget", flush=True)

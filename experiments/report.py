@@ -55,7 +55,7 @@ def point_report(grid_root: str, table1_root: str, group: str, field: str, value
   optim.l2=0.015; cells of `python -m experiments.grid --root=<grid_root>`): test metrics over
   seeds, each method against BPR at the same point and against its own Table 1 cells (paired)."""
   import json
-  point = grid.point_name({field: value})
+  point = grid.point_name({field: grid._value(value)})  # the folder name grid gave the point
   t1 = {(r["method"], r["seed"]): r for r in table1.collect(table1_root, "converged")
         if f"{r['dataset'].replace('-', '_')}_{r['backbone']}" == group}
   cells = {}
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     rows, text = point_report(a.grid_root, a.table1_root, group, field, value,
                               list(table1.ALL_METHODS))
     if rows:
-      name = os.path.join(a.results, f"table1_converged_{group}_{grid.point_name({field: value})}")
+      name = os.path.join(a.results,
+                          f"table1_converged_{group}_{grid.point_name({field: grid._value(value)})}")
       common.write_csv(name + ".csv", rows)
       common.write_text(name + ".md", "# Table 1 methods at another grid point\n\n"
                         + common.header_lines("converged", "python -m experiments.report") + text)

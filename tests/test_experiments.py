@@ -305,16 +305,20 @@ def test_point_report_pairs_each_method_with_bpr_and_its_table1_cells(tmp_path):
   for s, (b, t) in enumerate(((0.20, 0.21), (0.22, 0.24), (0.24, 0.27))):
     cell(os.path.join(grid_root, "lastfm_mf", "bpr", "l20.015", f"seed{s}"), b)
     cell(os.path.join(grid_root, "lastfm_mf", "til_ui", "l20.015", f"seed{s}"), t)
-    cell(os.path.join(t1, "lastfm_mf", "til_ui", f"seed{s}"), t - 0.01 * (s + 1))
+    # its Table 1 cells: below by 0.02 on every seed
+    cell(os.path.join(t1, "lastfm_mf", "til_ui", f"seed{s}"), t - 0.02)
   cell(os.path.join(grid_root, "lastfm_mf", "bpr", "l20.015", "seed9"), 0.9, budget="tiny")
-  rows, text = report.point_report(grid_root, t1, "lastfm_mf", "optim.l2", "0.015",
+  # the value as typed (1.5e-2) names the folder the grid wrote (l20.015)
+  rows, text = report.point_report(grid_root, t1, "lastfm_mf", "optim.l2", "1.5e-2",
                                    ["bpr", "til_ui", "pris"])
   assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("bpr", "til_ui")
                                                       for s in range(3)]  # not the tiny seed 9
   p = 1 - math.sqrt(12 / 14)
-  til = next(line for line in text.splitlines() if line.startswith("| til_ui"))
-  assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til  # vs BPR at the point
-  assert f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})" in til.split("|")[-2]  # vs Table 1
+  til = [c.strip() for c in next(line for line in text.splitlines()
+                                 if line.startswith("| til_ui")).split("|")]
+  assert til[-3] == f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = {p:.2g})"  # vs BPR at the point
+  own = til[-2]  # vs its Table 1 cells: the same +0.02 on every seed, so p ~ 0
+  assert own.startswith(f"+{100 * (0.72 / 0.66 - 1):.1f}% (p = ") and float(own.split("p = ")[1][:-1]) < 1e-6
   assert "| bpr | 3 | 21.00 ± 2.00 | 22.00 ± 2.00 |" in text
 
 
@@ -364,6 +368,19 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   assert "grid_l2fine" in capsys.readouterr().out
 
 
+def test_config_parses_follow_edits_of_the_config_files(monkeypatch):
+  """common.cell_fields re-imports configs.* when a file under configs/ changed (a campaign
+  process outlives edits); while none changed the parses are cached."""
+  import sys
+  args = common.cell_args(common.config_path("lastfm", "mf"), {"seed": 3}, "tiny")
+  first = common.cell_fields(args)
+  module = sys.modules["configs.base"]
+  assert common.cell_fields(args) is first and sys.modules["configs.base"] is module
+  monkeypatch.setattr(common, "_configs_stamp", lambda: ("edited",))
+  again = common.cell_fields(args)
+  assert again == first and again is not first and sys.modules["configs.base"] is not module
+
+
 def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
   from experiments import campaign
   step = dict((s[0], s) for s in campaign.STEPS)
@@ -380,3 +397,10 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
   os.makedirs(fine[1])
   open(os.path.join(fine[1], "metrics.json"), "w").close()
   assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == "1/3 cells finished"
+  # a finished cell whose command no longer builds its saved config counts as stale
+  with open(os.path.join(fine[1], "config.json"), "w") as f:
+    json.dump({"identity": {"method": "til_ui"}, "config": {}}, f)
+  with open(os.path.join(fine[1], "cell.json"), "w") as f:
+    json.dump({"command": ["-m", "experiments.main", "--config=configs/lastfm_mf.py:converged"]}, f)
+  assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
+      "0/3 cells finished, 1 stale (--rerun-stale reruns them)")

@@ -113,11 +113,24 @@ def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   assert "method" in config_check.identity_diff(ident("bpr"), ident("til_ui"))
   assert config_check.identity_diff(ident("bpr"), ident("bpr", **{"optim.lr": 0.5})) == ["optim.lr"]
 
-  class Mine:  # a plugin that does not name its sections: every field counts
+  # A plugin that does not name its sections, standalone or a subclass of BPR defined outside
+  # til_jax (it may read any section): every field counts. One that names them is judged so.
+  from til_jax.bpr import BPR
+
+  class Mine:
     pass
-  methods.register("mine_unsaid", Mine)
-  try:
-    assert config_check.identity_diff(ident("mine_unsaid"), ident("mine_unsaid", **til, **base)) \
-        == ["baselines.drop_rate", "til.gen_lr"]
-  finally:
-    config_check.METHODS._classes.pop("mine_unsaid")
+
+  class MyBPR(BPR):
+    pass
+
+  class MyTIL(BPR):
+    config_sections = ("til",)
+  assert user_plugins.HingeBPR.config_sections is None
+  for name, cls, want in (("mine_unsaid", Mine, ["baselines.drop_rate", "til.gen_lr"]),
+                          ("my_bpr", MyBPR, ["baselines.drop_rate", "til.gen_lr"]),
+                          ("my_til", MyTIL, ["til.gen_lr"])):
+    methods.register(name, cls)
+    try:
+      assert config_check.identity_diff(ident(name), ident(name, **til, **base)) == want, name
+    finally:
+      config_check.METHODS._classes.pop(name)

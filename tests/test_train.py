@@ -129,8 +129,17 @@ def test_sigkill_then_resume_gives_identical_metrics(tmp_path, method, kill_poin
   data = write_split(str(tmp_path / "data"), n_users=60, n_items=45)
   # The reference runs beside the killed runs (its own workdir; its output to a file, which a
   # pipe nobody reads would block).
-  ref_log = open(tmp_path / "ref.log", "w+")
-  ref = _cli(_cli_args(data, tmp_path / "ref", 12, method), stdout=ref_log, stderr=ref_log)
+  with open(tmp_path / "ref.log", "w+") as ref_log:
+    ref = _cli(_cli_args(data, tmp_path / "ref", 12, method), stdout=ref_log, stderr=ref_log)
+    try:
+      _kill_and_resume(data, tmp_path, method, kill_points, ref, ref_log)
+    finally:
+      if ref.poll() is None:
+        ref.kill()
+        ref.wait()
+
+
+def _kill_and_resume(data, tmp_path, method, kill_points, ref, ref_log):
   work = tmp_path / "killed"
   for kill_after_ckpts in kill_points:
     p = _cli(_cli_args(data, work, 12, method))

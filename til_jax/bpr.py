@@ -110,10 +110,16 @@ class BPR:
   name = "bpr"
   # The method-owned config sections (config_check.METHOD_SECTIONS) this method reads: the
   # others' fields do not change what it computes, so a finished or resumed run of it stays
-  # valid when they change (config_check.same_identity). A subclass that reads more says so.
-  config_sections: tuple[str, ...] = ()
+  # valid when they change (config_check.same_identity). None: every field counts, which a
+  # subclass defined outside til_jax gets unless it names its own (__init_subclass__).
+  config_sections: tuple[str, ...] | None = ()
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step
   multi_negative = False        # a subclass that samples train.negatives > 1 itself says so
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if "config_sections" not in cls.__dict__ and not cls.__module__.startswith("til_jax."):
+      cls.config_sections = None  # a user's method may read any section: judge every field
 
   def __init__(self, model, dataset: Dataset, tx, config):
     self.model, self.dataset, self.tx, self.config = model, dataset, tx, config

@@ -14,8 +14,8 @@ a class registered from outside the package trains through `train_and_evaluate` 
 
 A method class may name the method-owned config sections it reads (`config_sections`, e.g.
 ("til",); til_jax.train.config_check.METHOD_SECTIONS): a resume or a finished experiment cell
-then ignores changes to the other sections. A subclass of a built-in inherits its tuple; widen
-it if the subclass reads more. A class without the attribute is judged on every field.
+then ignores changes to the other sections. A class without the attribute, or a subclass of a
+built-in defined outside til_jax that does not set it, is judged on every field.
 """
 
 from __future__ import annotations
