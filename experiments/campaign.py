@@ -89,6 +89,10 @@ STEPS = [
         ("rce_bpr", "baselines.beta=0.1,0.25,0.5"), ("rce", "baselines.beta=0.1,0.25,0.5"),
         ("aobpr", "baselines.aobpr_lambda=0.01,0.05,0.2"), ("wbpr", "baselines.wbpr_exponent=0.5,1.0"),
         ("pris", "baselines.pris_clusters=20,100"))],
+    # ... T-CE's best drop rate was the grid's smallest (0.1, at 30000 steps): one point below
+    *[_grid(f"lastfm-mf-{m}-drop-edge", "lastfm", "mf", m,
+            "baselines.drop_rate=0.05;baselines.num_gradual=30000", root="grid_baselines",
+            out=f"grid_lastfm_mf_{m}_drop_edge.csv") for m in ("tce_bpr", "tce")],
     # the importance study, round 2 (#18), lastfm x MF
     _importance("lastfm-mf-importance-clean", "lastfm", "clean", ROUND2),
     _importance("lastfm-mf-importance-noisy-pos", "lastfm", "noise", ROUND2_NOISE),
