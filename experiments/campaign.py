@@ -93,6 +93,14 @@ STEPS = [
     *[_grid(f"lastfm-mf-{m}-drop-edge", "lastfm", "mf", m,
             "baselines.drop_rate=0.05;baselines.num_gradual=30000", root="grid_baselines",
             out=f"grid_lastfm_mf_{m}_drop_edge.csv") for m in ("tce_bpr", "tce")],
+    # ... and the samplers' best points were at their grids' uniform-most edge too (AOBPR's
+    # largest lambda, WBPR's smallest exponent, PRIS's fewest clusters): one step further
+    _grid("lastfm-mf-aobpr-edge", "lastfm", "mf", "aobpr", "baselines.aobpr_lambda=0.5,1.0",
+          root="grid_baselines", out="grid_lastfm_mf_aobpr_edge.csv"),
+    _grid("lastfm-mf-wbpr-edge", "lastfm", "mf", "wbpr", "baselines.wbpr_exponent=0.25",
+          root="grid_baselines", out="grid_lastfm_mf_wbpr_edge.csv"),
+    _grid("lastfm-mf-pris-edge", "lastfm", "mf", "pris", "baselines.pris_clusters=5",
+          root="grid_baselines", out="grid_lastfm_mf_pris_edge.csv"),
     # the importance study, round 2 (#18), lastfm x MF
     _importance("lastfm-mf-importance-clean", "lastfm", "clean", ROUND2),
     _importance("lastfm-mf-importance-noisy-pos", "lastfm", "noise", ROUND2_NOISE),
