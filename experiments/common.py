@@ -143,6 +143,24 @@ def stale_cell(workdir: str) -> str:
   return _differs(workdir, new)
 
 
+def finished_seeds(folder: str, label: str, budget: str | None = None) -> list[tuple[int, dict]]:
+  """(seed, metrics.json) of every finished seed<k> cell in `folder` trained with `budget`
+  (any if None), leaving out stale ones (stale_cell) with a `[stale] <label>/seed<k>` line."""
+  out = []
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    path = os.path.join(folder, name, "metrics.json")
+    if not (name.startswith("seed") and os.path.exists(path)):
+      continue
+    with open(path) as f:
+      m = json.load(f)
+    stale = stale_cell(os.path.join(folder, name))
+    if stale:
+      print(f"[stale] {label}/{name}: trained with {stale}; left out", flush=True)
+    elif budget is None or m.get("budget") == budget:
+      out.append((int(name[4:]), m))
+  return out
+
+
 def _differs(workdir: str, new: dict) -> str:
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)

@@ -186,23 +186,10 @@ def finished(stage_root: str, prefix: str = "", budget: str | None = None):
   """((variant, seed), metrics) of every finished cell under stage_root[/prefix] trained with
   `budget`, so a report covers earlier invocations' cells too (e.g. variants run for fewer
   seeds)."""
-  import json
   base = os.path.join(stage_root, prefix)
   out = []
   for v in VARIANTS:
-    d = os.path.join(base, v)
-    if not os.path.isdir(d):
-      continue
-    for name in sorted(os.listdir(d)):
-      path = os.path.join(d, name, "metrics.json")
-      if name.startswith("seed") and os.path.exists(path):
-        with open(path) as f:
-          m = json.load(f)
-        stale = common.stale_cell(os.path.join(d, name))
-        if stale:
-          print(f"[stale] {v}/{name}: trained with {stale}; left out", flush=True)
-        elif budget is None or m.get("budget") == budget:
-          out.append(((v, int(name[4:])), m))
+    out += [((v, seed), m) for seed, m in common.finished_seeds(os.path.join(base, v), v, budget)]
   return out
 
 

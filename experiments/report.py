@@ -54,23 +54,14 @@ def point_report(grid_root: str, table1_root: str, group: str, field: str, value
   """The Table 1 methods of `group` (e.g. lastfm_mf) trained at one other grid point (e.g.
   optim.l2=0.015; cells of `python -m experiments.grid --root=<grid_root>`): test metrics over
   seeds, each method against BPR at the same point and against its own Table 1 cells (paired)."""
-  import json
   point = grid.point_name({field: grid._value(value)})  # the folder name grid gave the point
   t1 = {(r["method"], r["seed"]): r for r in table1.collect(table1_root, "converged")
         if f"{r['dataset'].replace('-', '_')}_{r['backbone']}" == group}
   cells = {}
   for m in methods:
-    d = os.path.join(grid_root, group, m, point)
-    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-      path = os.path.join(d, name, "metrics.json")
-      if name.startswith("seed") and os.path.exists(path):
-        with open(path) as f:
-          c = json.load(f)
-        stale = common.stale_cell(os.path.join(d, name))
-        if stale:
-          print(f"[stale] {group}/{m}/{point}/{name}: trained with {stale}; left out", flush=True)
-        elif c.get("budget") == "converged":
-          cells.setdefault(m, {})[int(name[4:])] = c
+    for seed, c in common.finished_seeds(os.path.join(grid_root, group, m, point),
+                                         f"{group}/{m}/{point}", "converged"):
+      cells.setdefault(m, {})[seed] = c
   rows, body = [], []
   for m in [m for m in methods if m in cells]:
     seeds = sorted(cells[m])
