@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -9,6 +12,18 @@ import pytest
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_backend_optimization_level=0").strip()
+
+# Many tests compile the same programs again: every CLI run, every resumed subprocess, every
+# cell of the runner tests. JAX's persistent compilation cache, in a folder of this suite run
+# only (it starts empty, as on CI, and is removed at exit), lets the later ones load the
+# executable instead (the SIGKILL/SIGTERM tests take 25% less time; BUILD_NOTES, session 7). Its
+# key holds the XLA flags and the JAX version, so a cached program is the one that would compile.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="til-jax-test-xla-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 DATA_DIR = os.environ.get("TIL_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..",
                                                        "shared", "data"))
