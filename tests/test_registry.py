@@ -92,8 +92,8 @@ def test_a_new_til_state_is_one_function_and_one_registration(tmp_path):
 
 def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   """config_check.identity_diff: BPR ignores the TIL and baselines sections (but reads
-  til.meta_fraction when it trains on the meta split), a baseline reads `baselines`, TIL `til`,
-  and a method whose class does not say keeps every field."""
+  til.meta_fraction when it trains on the meta split), a baseline its own `baselines` knobs, TIL
+  `til`, and a method whose class does not say keeps every field."""
   from configs import default
   from til_jax.train import config_check, methods
 
@@ -110,6 +110,14 @@ def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   assert config_check.identity_diff(ident("tce_bpr"), ident("tce_bpr", **til, **base)) == [
       "baselines.drop_rate"]
   assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **til, **base)) == ["til.gen_lr"]
+  # Each baseline reads only its own knobs: tuning PRIS's K leaves T-CE and R-CE runs valid.
+  knobs = {"baselines.pris_clusters": 7, "baselines.beta": 0.5, "baselines.aobpr_lambda": 0.2,
+           "baselines.wbpr_exponent": 0.5, "baselines.num_gradual": 10}
+  for method, want in (("pris", ["baselines.pris_clusters"]), ("rce", ["baselines.beta"]),
+                       ("rce_bpr", ["baselines.beta"]), ("aobpr", ["baselines.aobpr_lambda"]),
+                       ("wbpr", ["baselines.wbpr_exponent"]), ("tce", ["baselines.num_gradual"]),
+                       ("tce_bpr", ["baselines.num_gradual"])):
+    assert config_check.identity_diff(ident(method), ident(method, **knobs, **til)) == want, method
   assert "method" in config_check.identity_diff(ident("bpr"), ident("til_ui"))
   assert config_check.identity_diff(ident("bpr"), ident("bpr", **{"optim.lr": 0.5})) == ["optim.lr"]
 

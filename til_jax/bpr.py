@@ -108,10 +108,11 @@ class BPR:
   mean over N, or the hardest of N with `train.negative_pick=hardest`)."""
 
   name = "bpr"
-  # The method-owned config sections (config_check.METHOD_SECTIONS) this method reads: the
-  # others' fields do not change what it computes, so a finished or resumed run of it stays
-  # valid when they change (config_check.same_identity). None: every field counts, which a
-  # subclass defined outside til_jax gets unless it names its own (__init_subclass__).
+  # The method-owned config sections (config_check.METHOD_SECTIONS), or single fields of them
+  # ("baselines.beta"), this method reads: the others' fields do not change what it computes,
+  # so a finished or resumed run of it stays valid when they change (config_check.
+  # same_identity). None: every field counts, which a subclass defined outside til_jax gets
+  # unless it names its own (__init_subclass__).
   config_sections: tuple[str, ...] | None = ()
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step
   multi_negative = False        # a subclass that samples train.negatives > 1 itself says so

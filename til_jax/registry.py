@@ -12,10 +12,11 @@ validation (`til_jax.train.config_check`) and the builders read the allowed name
 a class registered from outside the package trains through `train_and_evaluate` and the CLI
 (`--config.model.name=my_mf`, `--config.method=my_method`) like a built-in one.
 
-A method class may name the method-owned config sections it reads (`config_sections`, e.g.
-("til",); til_jax.train.config_check.METHOD_SECTIONS): a resume or a finished experiment cell
-then ignores changes to the other sections. A class without the attribute, or a subclass of a
-built-in defined outside til_jax that does not set it, is judged on every field.
+A method class may name the method-owned config sections it reads, or single fields of them
+(`config_sections`, e.g. ("til",) or ("baselines.beta",); til_jax.train.config_check.
+METHOD_SECTIONS): a resume or a finished experiment cell then ignores changes to the others.
+A class without the attribute, or a subclass of a built-in defined outside til_jax that does
+not set it, is judged on every field.
 """
 
 from __future__ import annotations

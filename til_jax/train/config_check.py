@@ -130,26 +130,29 @@ def check_against_data(config, dataset) -> None:
 
 
 # Config sections that belong to a family of methods; a method reads those it names in its
-# class's `config_sections` (BPR: none, the baselines: "baselines", TIL: "til"). Read by any
-# method that asks for it: til.meta_fraction with train.meta_to_train (BPR on train + meta).
+# class's `config_sections` (BPR: none, TIL: "til"), or only some of their fields, named whole
+# (each baseline: its own knobs, e.g. "baselines.pris_clusters"). Read by any method that asks
+# for it: til.meta_fraction with train.meta_to_train (BPR on train + meta).
 METHOD_SECTIONS = ("til", "baselines")
 
 
 def relevant(identity: dict) -> dict:
-  """The fields of an identity that its method reads: the other methods' config sections
-  (METHOD_SECTIONS) left out. A method whose class does not say (no `config_sections`), or a
-  name not registered here, keeps every field."""
+  """The fields of an identity that its method reads: the fields of the method-owned sections
+  (METHOD_SECTIONS) that its class's `config_sections` does not name (a section, or a field of
+  one) left out. A method whose class does not say (no `config_sections`), or a name not
+  registered here, keeps every field."""
   name = identity.get("method")
   cls = METHODS.get(name) if isinstance(name, str) and name in METHODS else None
-  sections = getattr(cls, "config_sections", None)
-  if sections is None:
+  reads = getattr(cls, "config_sections", None)
+  if reads is None:
     return dict(identity)
-  drop = [s for s in METHOD_SECTIONS if s not in sections]
 
   def used(k: str) -> bool:
     if k == "til.meta_fraction" and identity.get("train.meta_to_train"):
       return True
-    return not any(k.startswith(s + ".") for s in drop)
+    if not any(k.startswith(s + ".") for s in METHOD_SECTIONS):
+      return True
+    return any(k == r or k.startswith(r + ".") for r in reads)
   return {k: v for k, v in identity.items() if used(k)}
 
 
