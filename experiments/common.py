@@ -161,6 +161,31 @@ def finished_seeds(folder: str, label: str, budget: str | None = None) -> list[t
   return out
 
 
+def valid_curve(workdir: str, metric: str = "recall@20") -> list[tuple[int, float]]:
+  """(epoch, valid metric) of a run's evaluations, in epoch order, from its metrics.jsonl (the
+  last record of an epoch counts: a resumed run appends the epochs after its checkpoint)."""
+  by_epoch = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        r = json.loads(line)
+        if "valid" in r and metric in r["valid"]:
+          by_epoch[int(r["epoch"])] = float(r["valid"][metric])
+  return sorted(by_epoch.items())
+
+
+def epochs_to_fraction(workdir: str, fraction: float, metric: str = "recall@20") -> int | None:
+  """The first evaluated epoch whose valid metric reaches `fraction` of the run's best (None
+  without evaluations): how long BPR takes to bring its embeddings near their best, which sets
+  TIL-MI's pre-training on each dataset (configs/default.py DATASET_BUDGETS)."""
+  curve = valid_curve(workdir, metric)
+  if not curve:
+    return None
+  top = max(v for _, v in curve)
+  return next(e for e, v in curve if v >= fraction * top)
+
+
 def _differs(workdir: str, new: dict) -> str:
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)

@@ -110,6 +110,10 @@ def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   assert config_check.identity_diff(ident("tce_bpr"), ident("tce_bpr", **til, **base)) == [
       "baselines.drop_rate"]
   assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **til, **base)) == ["til.gen_lr"]
+  # TIL-UI never reads the clustering's fields (no pre-training, no clusters); TIL-MI does.
+  mi = {"til.pretrain_epochs": 250, "til.alpha": 5.0, "til.n_clusters": 7}
+  assert config_check.identity_diff(ident("til_ui"), ident("til_ui", **mi)) == []
+  assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **mi)) == sorted(mi)
   # Each baseline reads only its own knobs: tuning PRIS's K leaves T-CE and R-CE runs valid.
   knobs = {"baselines.pris_clusters": 7, "baselines.beta": 0.5, "baselines.aobpr_lambda": 0.2,
            "baselines.wbpr_exponent": 0.5, "baselines.num_gradual": 10}

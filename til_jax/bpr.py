@@ -114,6 +114,7 @@ class BPR:
   # same_identity). None: every field counts, which a subclass defined outside til_jax gets
   # unless it names its own (__init_subclass__).
   config_sections: tuple[str, ...] | None = ()
+  config_ignores: tuple[str, ...] = ()  # fields of those sections it does not read after all
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step
   multi_negative = False        # a subclass that samples train.negatives > 1 itself says so
 

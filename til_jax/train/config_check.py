@@ -139,20 +139,22 @@ METHOD_SECTIONS = ("til", "baselines")
 def relevant(identity: dict) -> dict:
   """The fields of an identity that its method reads: the fields of the method-owned sections
   (METHOD_SECTIONS) that its class's `config_sections` does not name (a section, or a field of
-  one) left out. A method whose class does not say (no `config_sections`), or a name not
-  registered here, keeps every field."""
+  one), and those its `config_ignores` names, left out (TIL-UI: the clustering's fields). A
+  method whose class does not say (no `config_sections`), or a name not registered here, keeps
+  every field."""
   name = identity.get("method")
   cls = METHODS.get(name) if isinstance(name, str) and name in METHODS else None
   reads = getattr(cls, "config_sections", None)
   if reads is None:
     return dict(identity)
+  ignores = set(getattr(cls, "config_ignores", ()))
 
   def used(k: str) -> bool:
     if k == "til.meta_fraction" and identity.get("train.meta_to_train"):
       return True
     if not any(k.startswith(s + ".") for s in METHOD_SECTIONS):
       return True
-    return any(k == r or k.startswith(r + ".") for r in reads)
+    return k not in ignores and any(k == r or k.startswith(r + ".") for r in reads)
   return {k: v for k, v in identity.items() if used(k)}
 
 

@@ -100,16 +100,26 @@ class TIL(BPR):
     return self.core.update(state, batch, consts)
 
 
+# The fields of the Multi-Interest clustering (Eq. 6-11, the pre-training before it, K-means):
+# Uni-Interest never reads them (bilevel.Settings.from_config gives it no pre-training), so a
+# finished TIL-UI cell stays valid when they change.
+CLUSTER_FIELDS = ("til.alpha", "til.gamma", "til.tau", "til.n_clusters", "til.pretrain_epochs",
+                  "til.refresh_every", "til.kmeans_iters", "til.kl_reduction", "til.kl_items")
+
+
 # A TIL method names its state (til_jax.til.states.STATES); a new state variant is its function
 # there plus one such registration.
+
 @register("til_ui")
 class TILUI(TIL):
   name, interest = "til_ui", "uni"
+  config_ignores = CLUSTER_FIELDS
 
 
 @register("til_mi")
 class TILMI(TIL):
   name, interest = "til_mi", "multi"
+  config_ignores = ("til.kmeans_iters",)  # TIL-MIK's Lloyd iterations
 
 
 @register("til_mik")
