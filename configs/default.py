@@ -32,7 +32,13 @@ BUDGETS = {
 # Budget fields that differ by dataset, applied over BUDGETS[name] for c.data.name: TIL-MI's
 # pre-training must bring BPR's embeddings close to converged before they are clustered, and
 # that takes each dataset its own number of epochs (measured: BUILD_NOTES.md, "converged budget").
-DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {}}
+# TIL-MI's pre-training on a dataset is the first epoch at which its tuned BPR-MF cell reaches 94%
+# of its best valid Recall@20 (the grid CSVs' epoch_94pct column; experiments/grid.py).
+DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {
+    # lastfm: BPR-MF at lr 1e-3, L2 1e-2 (configs/lastfm_mf.py), seed 0: epoch 250
+    # (results/grid_lastfm_mf_bpr.csv; the row's three BPR seeds: 250 / 385 / 185)
+    "lastfm": {"til.pretrain_epochs": 250},
+}}
 
 
 def budget_fields(name: str, dataset: str) -> dict:

@@ -7,7 +7,9 @@ the paper's protocol (default budget) runs up to 3000 epochs with patience 100.
 """
 
 from configs.base import make
+from configs.lastfm_mf import BASELINE_KNOBS  # tuned on MF, shared by every backbone
 
 
 def get_config(arg=None):
-  return make("lastfm", "mgccf", arg, **{"model.layers": 1})  # the paper: one propagation layer
+  # the paper: one propagation layer
+  return make("lastfm", "mgccf", arg, **{"model.layers": 1, **BASELINE_KNOBS})

@@ -7,7 +7,8 @@ the paper's protocol (default budget) runs up to 3000 epochs with patience 100.
 """
 
 from configs.base import make
+from configs.lastfm_mf import BASELINE_KNOBS  # tuned on MF, shared by every backbone
 
 
 def get_config(arg=None):
-  return make("lastfm", "neumf", arg)
+  return make("lastfm", "neumf", arg, **BASELINE_KNOBS)

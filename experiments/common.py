@@ -137,10 +137,25 @@ def stale_cell(workdir: str) -> str:
     return ""
   with open(path) as f:
     cmd = json.load(f).get("command", [])
-  new = cell_fields([a for a in cmd if a.startswith("--config")])
+  new = cell_fields(current_form([a for a in cmd if a.startswith("--config")]))
   if new is None:  # e.g. its config file is gone: it cannot be shown to be current
     return "a command that no longer parses (see [unchecked])"
   return _differs(workdir, new)
+
+
+def current_form(config_args: list[str]) -> list[str]:
+  """A cell's config flags as today's runners write them (cell_args). Cells of earlier sessions
+  named the plain file and set their budget's fields one by one (`--config.budget=converged
+  --config.til.pretrain_epochs=100 ...`), which pins values the budget now sets otherwise (a
+  dataset's own pre-training: configs/default.py DATASET_BUDGETS); the runners ask for
+  `FILE:budget` with the method's own overrides, and so does this."""
+  files = [a for a in config_args if a.startswith("--config=")]
+  budget = next((a.split("=", 1)[1] for a in config_args if a.startswith("--config.budget=")), "")
+  if len(files) != 1 or ":" in files[0] or budget not in BUDGETS:
+    return config_args
+  pinned = {f"--config.{k}" for k in BUDGETS[budget]} | {"--config.budget"}
+  return [f"{files[0]}:{budget}"] + [a for a in config_args if not a.startswith("--config=")
+                                     and a.split("=", 1)[0] not in pinned]
 
 
 def finished_seeds(folder: str, label: str, budget: str | None = None) -> list[tuple[int, dict]]:

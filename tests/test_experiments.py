@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from configs import default
 from experiments import common, figures, importance_study, table1
 
 
@@ -136,6 +137,22 @@ def test_a_finished_cell_is_not_reused_for_other_settings(tmp_path, capsys):
   kept = os.listdir(os.path.join(root, "_stale", "bpr"))
   assert len(kept) == 1 and kept[0].startswith("seed0-")
   assert json.load(open(os.path.join(root, "_stale", "bpr", kept[0], "metrics.json"))) == first
+
+
+def test_an_old_cell_command_is_judged_in_todays_form():
+  """Cells of earlier sessions pinned their budget's fields on the command line; the collectors
+  judge them by the command today's runners write (FILE:budget + the method's overrides), so a
+  budget field changed since (a dataset's own pre-training) makes them stale."""
+  old = ["--config=configs/lastfm_mf.py", "--config.train.epochs=3000", "--config.train.patience=100",
+         "--config.eval.every=5", "--config.til.pretrain_epochs=100", "--config.method=til_mi",
+         "--config.seed=0", "--config.budget=converged"]
+  now = ["--config=configs/lastfm_mf.py:converged", "--config.method=til_mi", "--config.seed=0"]
+  assert common.current_form(old) == now
+  assert common.current_form(now) == now
+  assert common.cell_fields(common.current_form(old)) == common.cell_fields(now)
+  assert common.cell_fields(old)["til.pretrain_epochs"] == 100
+  assert common.cell_fields(now)["til.pretrain_epochs"] == default.budget_fields(
+      "converged", "lastfm").get("til.pretrain_epochs")
 
 
 def test_unknown_variant_is_a_usage_error():
@@ -349,7 +366,7 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
 
   from experiments import campaign, grid
   assert len(set(campaign.NAMES)) == len(campaign.NAMES)
-  for name, module, args in campaign.STEPS:
+  for name, module, args, *_ in campaign.STEPS:
     importlib.import_module(module)
     for a in args:
       if a.startswith("--grid=") or a.startswith("--fixed="):
@@ -366,6 +383,18 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   assert "1 step(s) failed: lastfm-mf-table1" in capsys.readouterr().err
   assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
   assert "grid_l2fine" in capsys.readouterr().out
+  # a step made to rerun the cells a config edit made stale (RERUN) runs with RERUN_STALE set,
+  # the steps around it without
+  from experiments import common
+  seen = []
+  for module in {s[1] for s in campaign.STEPS}:
+    monkeypatch.setattr(importlib.import_module(module), "main",
+                        lambda argv: seen.append(common.RERUN_STALE) or 0)
+  first, last = "lastfm-lightgcn-bpr-loss-scale", "lastfm-lightgcn-table1-tuned"
+  assert campaign.main([f"--from={first}", f"--to={last}", "--runs=/R", "--results=/S"]) == 0
+  assert seen == [False, True, True]
+  assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
+  assert "(reruns its stale cells)" in capsys.readouterr().out
 
 
 def test_config_parses_follow_edits_of_the_config_files(monkeypatch):
