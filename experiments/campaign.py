@@ -45,6 +45,15 @@ def _table1(name: str, dataset: str, backbone: str, methods: str, rerun_stale: b
            CONVERGED, "--root={runs}/table1_converged"]) + ((RERUN,) if rerun_stale else ())
 
 
+def _figure(name: str, fig: str, dataset: str, backbone: str, *extra: str) -> tuple:
+  """A figure on the converged cells: the clean cells are Table 1's, the others go under
+  {runs}/figures_converged; the CSV and PNG go where experiments.report writes them."""
+  return (name, "experiments.figures",
+          [f"--fig={fig}", f"--dataset={dataset}", f"--backbone={backbone}", CONVERGED, SEEDS3,
+           "--root={runs}/figures_converged", "--table1-root={runs}/table1_converged",
+           f"--out={{results}}/converged_{dataset.replace('-', '_')}_{backbone}", *extra])
+
+
 def _importance(name: str, dataset: str, stage: str, variants: str) -> tuple:
   args = [f"--stage={stage}", f"--dataset={dataset}", CONVERGED,
           f"--root={{runs}}/importance_converged/{dataset}"]
@@ -130,6 +139,10 @@ STEPS = [
     # equal there) and by #16's measurement (lr 1e-2 peaks by epoch 10 on Gowalla, then falls)
     _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
     _grid("amazon-cd-mf-bpr-grid", "amazon-cd", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
+    # lastfm x MF, Figures 3 (Noisy-Pos / Noisy-Neg / both; the clean runs are the row's) and 5
+    # (TIL-MI's K; K 60 is the row's cell), 3 seeds
+    _figure("lastfm-mf-fig3", "3", "lastfm", "mf", "--methods=bpr,pris,tce_bpr,til_ui,til_mi"),
+    _figure("lastfm-mf-fig5", "5", "lastfm", "mf", "--clusters=1,5,20,60,100"),
     # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's
     _grid("lastfm-neumf-bpr-grid", "lastfm", "neumf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
     _grid("lastfm-mgccf-bpr-grid", "lastfm", "mgccf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
@@ -142,7 +155,7 @@ def cells(step: tuple, runs: str) -> list[str]:
   import itertools
   import os
 
-  from experiments import grid
+  from experiments import figures, grid
   _, module, args = step[:3]
   a = {k[2:]: v for k, v in (x.split("=", 1) for x in (x.format(runs=runs, results="") for x in args))}
   seeds = a.get("seeds", "0").split(",")
@@ -155,6 +168,16 @@ def cells(step: tuple, runs: str) -> list[str]:
     return [os.path.join(a["root"], f"{d.replace('-', '_')}_{b}", m, f"seed{s}")
             for d in a["datasets"].split(",") for b in a["backbones"].split(",")
             for m in a["methods"].split(",") for s in seeds]
+  if module == "experiments.figures":  # the cells beyond Table 1's (its clean cells)
+    group = os.path.join(a["root"], f"fig{a['fig']}", f"{a['dataset'].replace('-', '_')}_{a['backbone']}")
+    if a["fig"] == "3":
+      return [os.path.join(group, n, m, f"seed{s}") for s in seeds
+              for m in a["methods"].split(",") for n in figures.NOISES]
+    if a["fig"] == "5":
+      own = figures.own_clusters(a["dataset"], a["backbone"], a["budget"])
+      return [os.path.join(group, f"K{k}", f"seed{s}") for s in seeds
+              for k in a["clusters"].split(",") if int(k) != own]
+    return []
   if module == "experiments.importance_study":
     if a["stage"] == "clean":
       return [os.path.join(a["root"], "clean", v, f"seed{s}")

@@ -71,7 +71,10 @@ def test_figure_runners(tmp_path, table1_root):
   assert figures.main(["--fig=3", "--methods=bpr"] + common_args) == 0
   rows = read_csv(os.path.join(root, "fig3.csv"))
   assert {r["noise"] for r in rows} == {"pos", "neg", "both"}
-  assert figures.main(["--fig=5", "--clusters=2"] + common_args) == 0
+  # K 8 is the synthetic config's own: that point is the Table 1 cell, not a new run
+  assert figures.main(["--fig=5", "--clusters=2,8"] + common_args) == 0
+  assert os.listdir(os.path.join(root, "fig5", "synthetic_mf")) == ["K2"]
+  assert {int(r["clusters"]) for r in read_csv(os.path.join(root, "fig5.csv"))} == {2, 8}
   assert figures.main(["--fig=7"] + common_args) == 0
   assert {r["method"] for r in read_csv(os.path.join(root, "fig7.csv"))} == {"til_ui", "til_mik", "til_mi"}
   assert figures.main(["--fig=6", "--methods=bpr,til_mi"] + common_args) == 0
@@ -420,6 +423,11 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
   t1 = campaign.cells(step["lastfm-lightgcn-table1"], runs)
   assert len(t1) == 12 and t1[0] == os.path.join(runs, "table1_converged", "lastfm_lightgcn",
                                                  "bpr", "seed0")
+  fig3 = campaign.cells(step["lastfm-mf-fig3"], runs)
+  assert len(fig3) == 45 and fig3[0] == os.path.join(runs, "figures_converged", "fig3", "lastfm_mf",
+                                                     "pos", "bpr", "seed0")
+  fig5 = campaign.cells(step["lastfm-mf-fig5"], runs)  # K 60 is the Table 1 cell
+  assert len(fig5) == 12 and not any(os.sep + "K60" + os.sep in c for c in fig5)
   noisy = campaign.cells(step["lastfm-mf-importance-noisy-pos"], runs)
   assert noisy[0] == os.path.join(runs, "importance_converged", "lastfm", "noise", "pos", "bpr",
                                   "seed0")
