@@ -115,19 +115,31 @@ SMALL = list(VARIANTS)  # the cheap stages run every variant
 NOISES = ("pos", "neg", "both")
 
 
+# The variants that are plain Table 1 cells. With `--table1-root` the clean stage reads (or runs)
+# them there, <table1-root>/<dataset>_mf/<method>/seed<k>, instead of training the same run twice.
+TABLE1_VARIANTS = ("bpr", "til_ui")
+
+
+def home(stage_root: str, prefix: str, variant: str, table1_group: str = "") -> str:
+  """The folder of a variant's seed cells: under the stage, or its Table 1 group's."""
+  if table1_group and variant in TABLE1_VARIANTS and not prefix:
+    return os.path.join(table1_group, VARIANTS[variant][0])
+  return os.path.join(stage_root, prefix, variant)
+
+
 def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
   method, over = VARIANTS[variant]
   return {"method": method, "seed": seed, **over, **(extra or {})}
 
 
 def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "",
-                   budget: str | None = None) -> float | None:
+                   budget: str | None = None, table1_group: str = "") -> float | None:
   """train.loss_scale of a SCALED control: from the mean over the training epochs of the
   `w_mean` its reference cell (same stage root, prefix and seed; trained with `budget`) logged,
   or None (with a line saying why) if that cell has not finished or logged no weights."""
   import json
   ref, scale = SCALED[variant]
-  d = os.path.join(stage_root, prefix, ref, f"seed{seed}")
+  d = os.path.join(home(stage_root, prefix, ref, table1_group), f"seed{seed}")
   if not os.path.exists(os.path.join(d, "metrics.json")):
     return None
   stale = common.stale_cell(d)
@@ -156,40 +168,50 @@ def ordered(variants: list[str]) -> list[str]:
 
 
 def run_variant(stage_root: str, cell: str, config: str, v: str, seed: int, extra: dict,
-                budget: str, prefix: str = "") -> None:
+                budget: str, prefix: str = "", table1_group: str = "") -> None:
   extra = dict(extra)
   if v in SCALED:
-    c = measured_scale(stage_root, v, seed, prefix, budget)
+    c = measured_scale(stage_root, v, seed, prefix, budget, table1_group)
     if c is None:
       print(f"[wait] {cell}: needs {SCALED[v][0]}/seed{seed} finished first", flush=True)
       return
     extra["train.loss_scale"] = c
-  common.run_cell(stage_root, cell, config, cell_overrides(v, seed, extra), budget)
+  root = stage_root
+  if home(stage_root, prefix, v, table1_group) != os.path.join(stage_root, prefix, v):
+    root, cell = table1_group, f"{VARIANTS[v][0]}/seed{seed}"  # the Table 1 cell
+  common.run_cell(root, cell, config, cell_overrides(v, seed, extra), budget)
 
 
 def run_clean(a) -> list[dict]:
   for seed in a.seeds:
     for v in ordered(a.clean_variants):
       run_variant(os.path.join(a.root, "clean"), f"{v}/seed{seed}",
-                  common.config_path(a.dataset, "mf"), v, seed, {}, a.budget)
+                  common.config_path(a.dataset, "mf"), v, seed, {}, a.budget,
+                  table1_group=table1_group(a))
   return collect_clean(a)
 
 
 def collect_clean(a) -> list[dict]:
   """Rows of every finished clean cell under the root (clean.csv)."""
-  rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "", a.budget)]
+  rows = [row(v, seed, "none", m) for (v, seed), m in finished(os.path.join(a.root, "clean"), "",
+                                                                a.budget, table1_group(a))]
   common.write_csv(os.path.join(a.root, "clean.csv"), rows)
   return rows
 
 
-def finished(stage_root: str, prefix: str = "", budget: str | None = None):
+def table1_group(a) -> str:
+  """The Table 1 group folder of the clean stage's dataset (MF), or '' without --table1-root."""
+  return os.path.join(a.table1_root, f"{a.dataset.replace('-', '_')}_mf") if a.table1_root else ""
+
+
+def finished(stage_root: str, prefix: str = "", budget: str | None = None, table1_group: str = ""):
   """((variant, seed), metrics) of every finished cell under stage_root[/prefix] trained with
   `budget`, so a report covers earlier invocations' cells too (e.g. variants run for fewer
   seeds)."""
-  base = os.path.join(stage_root, prefix)
   out = []
   for v in VARIANTS:
-    out += [((v, seed), m) for seed, m in common.finished_seeds(os.path.join(base, v), v, budget)]
+    out += [((v, seed), m) for seed, m in
+            common.finished_seeds(home(stage_root, prefix, v, table1_group), v, budget)]
   return out
 
 
@@ -507,6 +529,8 @@ def parse(argv):
   p.add_argument("--small-variants", default=",".join(SMALL))
   p.add_argument("--small-epochs", type=int, default=40, help="epochs of the ml100k/synthetic runs")
   p.add_argument("--fig4-variant", default="mean_lr2")
+  p.add_argument("--table1-root", default="", help="clean stage: the bpr and til_ui variants are "
+                 "the Table 1 cells there (e.g. runs/table1_converged), not runs of their own")
   a = p.parse_args(argv)
   a.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
   a.seeds = [int(s) for s in a.seeds.split(",") if s]

@@ -199,6 +199,17 @@ def test_loss_scale_controls_read_their_reference_run(tmp_path):
   assert importance_study.measured_scale(str(tmp_path.parent), "bpr_scaled", 0,
                                          prefix=tmp_path.name) == pytest.approx(0.7)  # noise/<kind>
   assert importance_study.ordered(["bpr_scaled", "bpr", "til_ui"]) == ["bpr", "til_ui", "bpr_scaled"]
+  # With --table1-root the reference is the Table 1 cell (<group>/til_ui/seed0), not the stage's.
+  group = tmp_path.parent / "t1" / "lastfm_mf"
+  assert importance_study.measured_scale(str(group / "none"), "bpr_scaled", 0,
+                                         table1_group=str(group)) is None
+  (group / "til_ui").mkdir(parents=True)
+  os.replace(tmp_path / "til_ui" / "seed0", group / "til_ui" / "seed0")
+  assert importance_study.measured_scale(str(group / "none"), "bpr_scaled", 0,
+                                         table1_group=str(group)) == pytest.approx(0.7)
+  assert importance_study.home(root, "", "bpr", str(group)) == str(group / "bpr")
+  assert importance_study.home(root, "", "bpr_scaled", str(group)) == os.path.join(root, "bpr_scaled")
+  assert importance_study.home(root, "pos", "bpr", str(group)) == os.path.join(root, "pos", "bpr")
 
 
 def test_importance_report_pairs_each_variant_with_bpr_and_its_control(tmp_path):
