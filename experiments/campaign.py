@@ -29,12 +29,13 @@ RERUN = "rerun-stale"  # a step's 4th element: its stale cells are rerun
 
 
 def _grid(name: str, dataset: str, backbone: str, method: str, grid: str, seeds: str = "0",
-          root: str = "grid", out: str = "", fixed: str = "") -> tuple:
-  out = out or f"grid_{dataset.replace('-', '_')}_{backbone}_{method}.csv"
+          root: str = "grid", out: str = "", fixed: str = "", rerun_stale: bool = False) -> tuple:
+  out = out or f"grid_{common.group(dataset, backbone)}_{method}.csv"
   return (name, "experiments.grid",
           [f"--dataset={dataset}", f"--backbone={backbone}", f"--method={method}", CONVERGED,
            f"--grid={grid}", f"--seeds={seeds}", f"--root={{runs}}/{root}",
-           f"--out={{results}}/{out}"] + ([f"--fixed={fixed}"] if fixed else []))
+           f"--out={{results}}/{out}"] + ([f"--fixed={fixed}"] if fixed else [])
+          ) + ((RERUN,) if rerun_stale else ())
 
 
 def _table1(name: str, dataset: str, backbone: str, methods: str, rerun_stale: bool = False) -> tuple:
@@ -51,12 +52,15 @@ def _figure(name: str, fig: str, dataset: str, backbone: str, *extra: str) -> tu
   return (name, "experiments.figures",
           [f"--fig={fig}", f"--dataset={dataset}", f"--backbone={backbone}", CONVERGED, SEEDS3,
            "--root={runs}/figures_converged", "--table1-root={runs}/table1_converged",
-           f"--out={{results}}/converged_{dataset.replace('-', '_')}_{backbone}", *extra])
+           f"--out={{results}}/converged_{common.group(dataset, backbone)}", *extra])
 
 
-def _importance(name: str, dataset: str, stage: str, variants: str) -> tuple:
+def _importance(name: str, dataset: str, stage: str, variants: str, table1: bool = False) -> tuple:
+  """table1: the clean stage's bpr and til_ui are the Table 1 cells (--table1-root)."""
   args = [f"--stage={stage}", f"--dataset={dataset}", CONVERGED,
           f"--root={{runs}}/importance_converged/{dataset}"]
+  if table1:
+    args.append("--table1-root={runs}/table1_converged")
   if stage == "clean":
     args += [f"--clean-variants={variants}", SEEDS3]
   else:
@@ -83,9 +87,12 @@ STEPS = [
           "til.gen_lr=1e-3,1e-2;til.lr_look=1e-3,1e-2,1e-1"),
     _grid("lastfm-mf-til-ui-gen-lr-1e-4", "lastfm", "mf", "til_ui",
           "til.gen_lr=1e-4;til.lr_look=1e-3,1e-2,1e-1", out="grid_lastfm_mf_til_ui_gen_lr1e-4.csv"),
-    _grid("lastfm-mf-til-mi-grid", "lastfm", "mf", "til_mi", "til.alpha=0.1,1.0,10.0;til.gamma=1e-4,1e-2"),
+    # (TIL-MI's were run at 100 epochs of pre-training, the converged budget's then: pinned, so
+    # they stay the record of what they ran; lastfm's is 250 now, configs/default.py)
+    _grid("lastfm-mf-til-mi-grid", "lastfm", "mf", "til_mi", "til.alpha=0.1,1.0,10.0;til.gamma=1e-4,1e-2",
+          fixed="til.pretrain_epochs=100"),
     _grid("lastfm-mf-til-mi-kl-items", "lastfm", "mf", "til_mi", "til.kl_items=batch", "0,1,2",
-          out="grid_lastfm_mf_til_mi_kl_items.csv"),
+          out="grid_lastfm_mf_til_mi_kl_items.csv", fixed="til.pretrain_epochs=100"),
     # the lastfm x MF row, every method, 3 seeds
     _table1("lastfm-mf-table1", "lastfm", "mf", f"bpr,{BASELINES},til_ui,til_mi,til_mik"),
     # the row's TIL at BPR's best L2 of the finer grid (report --points)
@@ -135,6 +142,9 @@ STEPS = [
     _table1("lastfm-mf-table1-tuned", "lastfm", "mf", "aobpr,wbpr,pris,tce,tce_bpr,til_mi,til_mik",
             rerun_stale=True),
     _table1("lastfm-lightgcn-table1-tuned", "lastfm", "lightgcn", "pris,til_mi", rerun_stale=True),
+    # ... and TIL-MI at BPR's finer-grid L2 (report --points) at the new pre-training too
+    _grid("lastfm-mf-til-mi-l2-fine-tuned", "lastfm", "mf", "til_mi", "optim.l2=1.5e-2", "0,1,2",
+          root="grid_l2fine", out="grid_lastfm_mf_til_mi_l2fine.csv", rerun_stale=True),
     # Gowalla and Amazon-CD x MF: BPR's grid, pruned by the lastfm evidence (L2 <= 1e-3 all
     # equal there) and by #16's measurement (lr 1e-2 peaks by epoch 10 on Gowalla, then falls)
     _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
@@ -152,47 +162,70 @@ NAMES = [s[0] for s in STEPS]
 
 def cells(step: tuple, runs: str) -> list[str]:
   """The workdirs of the cells a step runs (a finished one holds metrics.json)."""
+  return [w for w, _ in _cells(step, runs)]
+
+
+def _cells(step: tuple, runs: str) -> list[tuple[str, tuple | None]]:
+  """(workdir, (config, overrides, budget) the runner asks of it, or None where that needs a
+  finished reference: the importance study's loss-scale controls) of each cell of a step."""
   import itertools
   import os
 
-  from experiments import figures, grid
+  from experiments import figures, grid, importance_study
   _, module, args = step[:3]
   a = {k[2:]: v for k, v in (x.split("=", 1) for x in (x.format(runs=runs, results="") for x in args))}
-  seeds = a.get("seeds", "0").split(",")
+  seeds = [int(s) for s in a.get("seeds", "0").split(",")]
+  budget = a.get("budget", "converged")
+
+  def ask(dataset, backbone, **over):
+    return common.config_path(dataset, backbone), over, budget
   if module == "experiments.grid":
     g = grid.parse_grid(a["grid"])
+    fixed = {k: v[0] for k, v in grid.parse_grid(a.get("fixed", "")).items()}
     points = [dict(zip(g, vals)) for vals in itertools.product(*g.values())]
-    base = os.path.join(a["root"], f"{a['dataset'].replace('-', '_')}_{a['backbone']}", a["method"])
-    return [os.path.join(base, grid.point_name(pt), f"seed{s}") for pt in points for s in seeds]
+    base = os.path.join(a["root"], common.group(a["dataset"], a["backbone"]), a["method"])
+    return [(os.path.join(base, grid.point_name(pt), f"seed{s}"),
+             ask(a["dataset"], a["backbone"], **fixed, **pt, method=a["method"], seed=s))
+            for pt in points for s in seeds]
   if module == "experiments.table1":
-    return [os.path.join(a["root"], f"{d.replace('-', '_')}_{b}", m, f"seed{s}")
+    return [(os.path.join(a["root"], common.group(d, b), m, f"seed{s}"), ask(d, b, method=m, seed=s))
             for d in a["datasets"].split(",") for b in a["backbones"].split(",")
             for m in a["methods"].split(",") for s in seeds]
   if module == "experiments.figures":  # the cells beyond Table 1's (its clean cells)
-    group = os.path.join(a["root"], f"fig{a['fig']}", f"{a['dataset'].replace('-', '_')}_{a['backbone']}")
+    d, b = a["dataset"], a["backbone"]
+    group = os.path.join(a["root"], f"fig{a['fig']}", common.group(d, b))
     if a["fig"] == "3":
-      return [os.path.join(group, n, m, f"seed{s}") for s in seeds
-              for m in a["methods"].split(",") for n in figures.NOISES]
+      return [(os.path.join(group, n, m, f"seed{s}"),
+               ask(d, b, method=m, seed=s, **{"data.noise": n, "data.noise_seed": s}))
+              for s in seeds for m in a["methods"].split(",") for n in figures.NOISES]
     if a["fig"] == "5":
-      own = figures.own_clusters(a["dataset"], a["backbone"], a["budget"])
-      return [os.path.join(group, f"K{k}", f"seed{s}") for s in seeds
-              for k in a["clusters"].split(",") if int(k) != own]
+      own = figures.own_clusters(d, b, budget)
+      return [(os.path.join(group, f"K{k}", f"seed{s}"),
+               ask(d, b, method="til_mi", seed=s, **{"til.n_clusters": int(k)}))
+              for s in seeds for k in a["clusters"].split(",") if int(k) != own]
     return []
   if module == "experiments.importance_study":
+    def imp(v, s):
+      return None if v in importance_study.SCALED else ask(
+          a["dataset"], "mf", **importance_study.cell_overrides(v, s))
     if a["stage"] == "clean":
-      return [os.path.join(a["root"], "clean", v, f"seed{s}")
+      t1 = (os.path.join(a["table1-root"], common.group(a["dataset"], "mf"))
+            if a.get("table1-root") else "")
+      return [(os.path.join(importance_study.home(os.path.join(a["root"], "clean"), "", v, t1),
+                            f"seed{s}"), imp(v, s))
               for v in a["clean-variants"].split(",") for s in seeds]
-    return [os.path.join(a["root"], "noise", n, v, f"seed{s}") for n in a["noises"].split(",")
+    return [(os.path.join(a["root"], "noise", n, v, f"seed{s}"), None) for n in a["noises"].split(",")
             for v in a["noise-variants"].split(",") for s in a["noise-seeds"].split(",")]
   return []
 
 
 def progress(step: tuple, runs: str) -> str:
-  """'k/n cells finished' (and how many of those are stale: common.stale_cell)."""
+  """'k/n cells finished' (and how many of those are stale: what the runner would not reuse,
+  common.stale_reason, or where that needs a reference run, common.stale_cell)."""
   import os
-  todo = cells(step, runs)
-  done = [w for w in todo if os.path.exists(os.path.join(w, "metrics.json"))]
-  stale = sum(bool(common.stale_cell(w)) for w in done)
+  todo = _cells(step, runs)
+  done = [(w, q) for w, q in todo if os.path.exists(os.path.join(w, "metrics.json"))]
+  stale = sum(bool(common.stale_reason(w, *q) if q else common.stale_cell(w)) for w, q in done)
   return (f"{len(done) - stale}/{len(todo)} cells finished"
           + (f", {stale} stale (--rerun-stale reruns them)" if stale else "")) if todo else ""
 
@@ -223,7 +256,7 @@ def main(argv=None) -> int:
             f"    {' '.join(command(step, a.runs, a.results))}"
             + (" (reruns its stale cells)" if RERUN in step[3:] else ""))
     return 0
-  failed = []
+  failed, rerun = [], common.RERUN_STALE
   for i, step in enumerate(steps, lo + 1):
     t0 = time.time()
     print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
@@ -233,6 +266,8 @@ def main(argv=None) -> int:
       rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
     except SystemExit as e:  # a runner's usage error (argparse): this step fails, the rest run
       rc = e.code if isinstance(e.code, int) else 2
+    finally:
+      common.RERUN_STALE = rerun
     print(f"[step {i}/{len(STEPS)}] {step[0]}: exit {rc} after {time.time() - t0:.0f} s",
           flush=True)
     if rc:

@@ -21,10 +21,16 @@ from til_jax.train import config_check
 BUDGETS = default.BUDGETS  # defined once, in configs/default.py
 
 
+def group(dataset: str, backbone: str) -> str:
+  """The folder of a (dataset, backbone) pair's cells in every runner: amazon-cd x mf ->
+  amazon_cd_mf (as its config file, configs/amazon_cd_mf.py)."""
+  return f"{dataset.replace('-', '_')}_{backbone}"
+
+
 def config_path(dataset: str, backbone: str) -> str:
   """configs/<dataset>_<backbone>.py (dataset names with '-' use '_': amazon-cd, gowalla,
   lastfm, ml100k, synthetic)."""
-  return os.path.join("configs", f"{dataset.replace('-', '_')}_{backbone}.py")
+  return os.path.join("configs", f"{group(dataset, backbone)}.py")
 
 
 def cell_args(config: str, overrides: dict, budget: str) -> list[str]:
@@ -153,9 +159,12 @@ def current_form(config_args: list[str]) -> list[str]:
   budget = next((a.split("=", 1)[1] for a in config_args if a.startswith("--config.budget=")), "")
   if len(files) != 1 or ":" in files[0] or budget not in BUDGETS:
     return config_args
-  pinned = {f"--config.{k}" for k in BUDGETS[budget]} | {"--config.budget"}
+
+  def pinned(flag: str) -> bool:  # the budget's own value; another value was the cell's override
+    k, _, v = flag[len("--config."):].partition("=")
+    return k == "budget" or (k in BUDGETS[budget] and str(BUDGETS[budget][k]) == v)
   return [f"{files[0]}:{budget}"] + [a for a in config_args if not a.startswith("--config=")
-                                     and a.split("=", 1)[0] not in pinned]
+                                     and not pinned(a)]
 
 
 def finished_seeds(folder: str, label: str, budget: str | None = None) -> list[tuple[int, dict]]:

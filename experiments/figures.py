@@ -25,7 +25,7 @@ NOISES = ("pos", "neg", "both")
 
 
 def clean_cell(a, method: str, seed: int, extra: dict | None = None) -> dict | None:
-  return common.run_cell(os.path.join(a.table1_root, f"{a.dataset}_{a.backbone}"),
+  return common.run_cell(os.path.join(a.table1_root, common.group(a.dataset, a.backbone)),
                          f"{method}/seed{seed}", common.config_path(a.dataset, a.backbone),
                          {"method": method, "seed": seed, **(extra or {})}, a.budget,
                          train=not a.report_only)
@@ -37,7 +37,7 @@ def fig3(a) -> list[dict]:
     for m in a.methods:
       base = clean_cell(a, m, seed)
       for noise in NOISES:
-        r = common.run_cell(os.path.join(a.root, "fig3", f"{a.dataset}_{a.backbone}"),
+        r = common.run_cell(os.path.join(a.root, "fig3", common.group(a.dataset, a.backbone)),
                             f"{noise}/{m}/seed{seed}", common.config_path(a.dataset, a.backbone),
                             {"method": m, "seed": seed, "data.noise": noise, "data.noise_seed": seed},
                             a.budget, train=not a.report_only)
@@ -80,7 +80,7 @@ def fig5(a) -> list[dict]:
   for seed in a.seeds:
     for k in a.clusters:
       m = clean_cell(a, "til_mi", seed) if k == own else common.run_cell(
-          os.path.join(a.root, "fig5", f"{a.dataset}_{a.backbone}"), f"K{k}/seed{seed}", config,
+          os.path.join(a.root, "fig5", common.group(a.dataset, a.backbone)), f"K{k}/seed{seed}", config,
           {"method": "til_mi", "seed": seed, "til.n_clusters": k}, a.budget, train=not a.report_only)
       if m:
         rows.append({"clusters": k, "seed": seed, "test_recall@20": m["test"]["recall@20"],
@@ -103,7 +103,7 @@ def fig5(a) -> list[dict]:
 def fig6(a) -> list[dict]:
   """Valid Recall@20 against cumulative training seconds, from the Table 1 cells' logs."""
   rows = []
-  group = os.path.join(a.table1_root, f"{a.dataset}_{a.backbone}")
+  group = os.path.join(a.table1_root, common.group(a.dataset, a.backbone))
   for m in a.methods:
     path = os.path.join(group, m, f"seed{a.seeds[0]}", "metrics.jsonl")
     done = os.path.join(os.path.dirname(path), "metrics.json")

@@ -52,7 +52,7 @@ def point_name(point: dict) -> str:
 
 # The share of its best valid Recall@20 by which a BPR run's embeddings count as trained enough
 # to cluster: TIL-MI's pre-training on a dataset is the first epoch its tuned BPR cell reaches
-# it (column epoch_94pct; lastfm x MF: epoch 105, so 100 epochs there; BUILD_NOTES.md).
+# it (column epoch_94pct; lastfm x MF at its tuned lr and L2: epoch 250; configs/default.py).
 PRETRAIN_PCT = 94
 
 
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in a.seeds.split(",") if s]
   keys = list(grid)
   points = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
-  root = os.path.join(a.root, f"{a.dataset.replace('-', '_')}_{a.backbone}", a.method)
-  out = a.out or os.path.join("results", f"grid_{a.dataset.replace('-', '_')}_{a.backbone}_{a.method}.csv")
+  root = os.path.join(a.root, common.group(a.dataset, a.backbone), a.method)
+  out = a.out or os.path.join("results", f"grid_{common.group(a.dataset, a.backbone)}_{a.method}.csv")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   for point, seed in itertools.product(points, seeds):
     common.run_cell(root, os.path.join(point_name(point), f"seed{seed}"), config,

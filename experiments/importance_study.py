@@ -135,7 +135,8 @@ def cell_overrides(variant: str, seed: int, extra: dict | None = None) -> dict:
 def measured_scale(stage_root: str, variant: str, seed: int, prefix: str = "",
                    budget: str | None = None, table1_group: str = "") -> float | None:
   """train.loss_scale of a SCALED control: from the mean over the training epochs of the
-  `w_mean` its reference cell (same stage root, prefix and seed; trained with `budget`) logged,
+  `w_mean` its reference cell (same stage root, prefix and seed, or the Table 1 cell of that
+  seed with `table1_group`: `home`; trained with `budget`) logged,
   or None (with a line saying why) if that cell has not finished or logged no weights."""
   import json
   ref, scale = SCALED[variant]
@@ -201,7 +202,7 @@ def collect_clean(a) -> list[dict]:
 
 def table1_group(a) -> str:
   """The Table 1 group folder of the clean stage's dataset (MF), or '' without --table1-root."""
-  return os.path.join(a.table1_root, f"{a.dataset.replace('-', '_')}_mf") if a.table1_root else ""
+  return os.path.join(a.table1_root, common.group(a.dataset, "mf")) if a.table1_root else ""
 
 
 def finished(stage_root: str, prefix: str = "", budget: str | None = None, table1_group: str = ""):
@@ -530,7 +531,8 @@ def parse(argv):
   p.add_argument("--small-epochs", type=int, default=40, help="epochs of the ml100k/synthetic runs")
   p.add_argument("--fig4-variant", default="mean_lr2")
   p.add_argument("--table1-root", default="", help="clean stage: the bpr and til_ui variants are "
-                 "the Table 1 cells there (e.g. runs/table1_converged), not runs of their own")
+                 "the Table 1 cells there (e.g. runs/table1_converged), not runs of their own; "
+                 "remembered in the root for later calls")
   a = p.parse_args(argv)
   a.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -566,9 +568,18 @@ def load_rows(path: str) -> list[dict]:
   return rows
 
 
+TABLE1_ROOT_FILE = "table1_root.txt"  # the stage root remembers its --table1-root
+
+
 def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
+  remembered = os.path.join(a.root, TABLE1_ROOT_FILE)
+  if a.table1_root:
+    common.write_text(remembered, a.table1_root + "\n")
+  elif os.path.exists(remembered):  # e.g. the report stage of a study run with --table1-root
+    with open(remembered) as f:
+      a.table1_root = f.read().strip()
   st = a.stage
   # `report` trains nothing: it collects the finished clean and noise cells under the root.
   clean = run_clean(a) if st in ("all", "clean") else collect_clean(a)

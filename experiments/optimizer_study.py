@@ -38,7 +38,7 @@ def parse_cells(text: str) -> list[tuple[str, str, str]]:
 
 
 def cell_name(dataset, backbone, method, optim, seed) -> str:
-  return os.path.join(f"{dataset.replace('-', '_')}_{backbone}", method, optim, f"seed{seed}")
+  return os.path.join(common.group(dataset, backbone), method, optim, f"seed{seed}")
 
 
 def overrides(method: str, optim: str, seed: int, epochs: int, every: int) -> dict:

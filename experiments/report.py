@@ -56,7 +56,7 @@ def point_report(grid_root: str, table1_root: str, group: str, field: str, value
   seeds, each method against BPR at the same point and against its own Table 1 cells (paired)."""
   point = grid.point_name({field: grid._value(value)})  # the folder name grid gave the point
   t1 = {(r["method"], r["seed"]): r for r in table1.collect(table1_root, "converged")
-        if f"{r['dataset'].replace('-', '_')}_{r['backbone']}" == group}
+        if common.group(r["dataset"], r["backbone"]) == group}
   cells = {}
   for m in methods:
     for seed, c in common.finished_seeds(os.path.join(grid_root, group, m, point),
@@ -103,10 +103,10 @@ def main(argv=None) -> int:
   table1.main([f"--root={a.table1_root}", "--budget=converged", "--report-only", f"--csv={csv}"])
   shutil.copyfile(os.path.join(a.table1_root, "table1.md"), csv[:-4] + ".md")
   for dataset, backbone in groups(a.table1_root):
-    out = os.path.join(a.results, f"converged_{dataset}_{backbone}")
+    out = os.path.join(a.results, f"converged_{common.group(dataset, backbone)}")
     for fig in ("3", "5", "6", "7"):
       if fig in ("3", "5") and not os.path.isdir(
-          os.path.join(a.figures_root, f"fig{fig}", f"{dataset}_{backbone}")):
+          os.path.join(a.figures_root, f"fig{fig}", common.group(dataset, backbone))):
         continue  # no cell of this figure was run for the group
       figures.main([f"--fig={fig}", f"--dataset={dataset}", f"--backbone={backbone}",
                     "--budget=converged", f"--seeds={a.seeds}", f"--root={a.figures_root}",

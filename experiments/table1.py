@@ -79,7 +79,7 @@ def grid_points(method: str, budget: int) -> list[dict]:
 def run(a) -> list[dict]:
   for dataset, backbone, seed, method in itertools.product(a.datasets, a.backbones, a.seeds, a.methods):
     config = common.config_path(dataset, backbone)
-    group = f"{dataset}_{backbone}"
+    group = common.group(dataset, backbone)
     over = {"method": method, "seed": seed}
     if a.grid:
       best, best_v = {}, -1.0
@@ -106,7 +106,7 @@ def collect(root: str, budget: str | None = None, grid: bool = False) -> list[di
   import json
   rows = []
   for dataset, backbone, method in itertools.product(DATASETS, BACKBONES, ALL_METHODS):
-    d = os.path.join(root, f"{dataset}_{backbone}", method + ("-grid" if grid else ""))
+    d = os.path.join(root, common.group(dataset, backbone), method + ("-grid" if grid else ""))
     if not os.path.isdir(d):
       continue
     for name in sorted(os.listdir(d)):
@@ -119,7 +119,7 @@ def collect(root: str, budget: str | None = None, grid: bool = False) -> list[di
         continue
       stale = common.stale_cell(os.path.join(d, name))
       if stale:
-        print(f"[stale] {dataset}_{backbone}/{method}/{name}: trained with {stale}; left out",
+        print(f"[stale] {common.group(dataset, backbone)}/{method}/{name}: trained with {stale}; left out",
               flush=True)
         continue
       rows.append({"dataset": dataset, "backbone": backbone, "method": method, "seed": int(name[4:]),

@@ -84,6 +84,19 @@ def test_figure_runners(tmp_path, table1_root):
   assert metrics["budget"] == "tiny"
 
 
+def test_importance_clean_stage_reads_bpr_from_the_table1_cells(tmp_path, table1_root):
+  """--table1-root: the clean stage's bpr (and til_ui) are the Table 1 cells, and the stage root
+  remembers the folder for the report's later calls."""
+  root = str(tmp_path / "imp")
+  args = ["--stage=report", "--dataset=synthetic", "--budget=tiny", f"--root={root}"]
+  assert importance_study.main(args) == 0
+  assert read_csv(os.path.join(root, "clean.csv")) == []
+  for extra in ([f"--table1-root={table1_root}"], []):
+    assert importance_study.main(args + extra) == 0
+    rows = read_csv(os.path.join(root, "clean.csv"))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("bpr", "0")], extra
+
+
 def test_importance_study_synthetic_stage(tmp_path):
   root = str(tmp_path / "imp")
   assert importance_study.main(["--stage=synthetic", "--budget=tiny", "--small-epochs=2",
@@ -152,7 +165,9 @@ def test_an_old_cell_command_is_judged_in_todays_form():
   now = ["--config=configs/lastfm_mf.py:converged", "--config.method=til_mi", "--config.seed=0"]
   assert common.current_form(old) == now
   assert common.current_form(now) == now
-  assert common.cell_fields(common.current_form(old)) == common.cell_fields(now)
+  # a budget field at another value than the budget's was the cell's own override: it stays
+  own = old[:2] + ["--config.train.patience=30"] + old[3:]
+  assert common.current_form(own) == now[:1] + ["--config.train.patience=30"] + now[1:]
   assert common.cell_fields(old)["til.pretrain_epochs"] == 100
   assert common.cell_fields(now)["til.pretrain_epochs"] == default.budget_fields(
       "converged", "lastfm").get("til.pretrain_epochs")
@@ -400,13 +415,15 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   # a step made to rerun the cells a config edit made stale (RERUN) runs with RERUN_STALE set,
   # the steps around it without
   from experiments import common
+  monkeypatch.setattr(common, "RERUN_STALE", False)
   seen = []
   for module in {s[1] for s in campaign.STEPS}:
     monkeypatch.setattr(importlib.import_module(module), "main",
                         lambda argv: seen.append(common.RERUN_STALE) or 0)
-  first, last = "lastfm-lightgcn-bpr-loss-scale", "lastfm-lightgcn-table1-tuned"
+  first, last = "lastfm-lightgcn-bpr-loss-scale", "gowalla-mf-bpr-grid"
   assert campaign.main([f"--from={first}", f"--to={last}", "--runs=/R", "--results=/S"]) == 0
-  assert seen == [False, True, True]
+  assert seen == [False, True, True, True, False] and common.RERUN_STALE is False
+  last = "lastfm-lightgcn-table1-tuned"
   assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
   assert "(reruns its stale cells)" in capsys.readouterr().out
 

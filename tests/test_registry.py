@@ -114,6 +114,9 @@ def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   mi = {"til.pretrain_epochs": 250, "til.alpha": 5.0, "til.n_clusters": 7}
   assert config_check.identity_diff(ident("til_ui"), ident("til_ui", **mi)) == []
   assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **mi)) == sorted(mi)
+  lloyd = {"til.kmeans_iters": 9}  # TIL-MIK's alone
+  assert config_check.identity_diff(ident("til_mi"), ident("til_mi", **lloyd)) == []
+  assert config_check.identity_diff(ident("til_mik"), ident("til_mik", **lloyd)) == sorted(lloyd)
   # Each baseline reads only its own knobs: tuning PRIS's K leaves T-CE and R-CE runs valid.
   knobs = {"baselines.pris_clusters": 7, "baselines.beta": 0.5, "baselines.aobpr_lambda": 0.2,
            "baselines.wbpr_exponent": 0.5, "baselines.num_gradual": 10}
@@ -137,10 +140,17 @@ def test_a_method_is_judged_only_on_the_config_sections_it_reads():
 
   class MyTIL(BPR):
     config_sections = ("til",)
+
+  class MyUI(methods.TILUI):  # names its sections, not what it ignores: it ignores nothing
+    config_sections = ("til",)
+  assert MyUI.config_ignores == () and methods.TILUI.config_ignores
   assert user_plugins.HingeBPR.config_sections is None
   for name, cls, want in (("mine_unsaid", Mine, ["baselines.drop_rate", "til.gen_lr"]),
                           ("my_bpr", MyBPR, ["baselines.drop_rate", "til.gen_lr"]),
-                          ("my_til", MyTIL, ["til.gen_lr"])):
+                          ("my_til", MyTIL, ["til.gen_lr"]), ("my_ui", MyUI, ["til.gen_lr"])):
+    if name == "my_ui":  # and the clustering's fields count for it
+      til = {**til, **mi}
+      want = sorted(want + list(mi))
     methods.register(name, cls)
     try:
       assert config_check.identity_diff(ident(name), ident(name, **til, **base)) == want, name

@@ -87,3 +87,35 @@ def test_outside_loop_of_init_and_update_equals_the_cli(tmp_path):
                   jax.tree.leaves((cli_state.params, cli_state.gen_params, cli_state.aux))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
   assert bool(state.aux["ready"])
+
+
+def test_til_ui_computes_the_same_whatever_the_clustering_fields():
+  """The fields TIL-UI is not judged on (methods.CLUSTER_FIELDS: a finished TIL-UI cell stays
+  valid when they change) do not change a step of it: every one changed, the same state."""
+  from til_jax.train.methods import CLUSTER_FIELDS
+  c = synthetic_mf.get_config()
+  c.method = "til_ui"
+  ds, model = loop.build(c)[:2]
+  n = count_steps(ds.train.nnz, c.train.batch_size)
+  changed = {"alpha": 5.0, "gamma": 0.1, "tau": 2.0, "n_clusters": 3, "pretrain_epochs": 2,
+             "refresh_every": 1, "kmeans_iters": 2, "kl_reduction": "sum", "kl_items": "batch"}
+  assert {f"til.{k}" for k in changed} == set(CLUSTER_FIELDS)
+  other = c.copy_and_resolve_references()
+  for k, v in changed.items():
+    assert other.til[k] != v, k
+    other.til[k] = v
+  ep = epoch(ds.train, UniformNegativeSampler(ds.train), 0, 0, c.train.batch_size)
+  consts = make_consts(*ds.train.to_pairs())
+  states = []
+  for cfg in (c, other):
+    til = TIL.from_config(cfg, model, steps_per_epoch=n)
+    k_model, k_til = jax.random.split(jax.random.key(0))
+    state = til.init(k_til, {"model": model.init(k_model)}, cluster_key=jax.random.key(1))
+    update = jax.jit(til.update)
+    for s in range(3):
+      state, _ = update(state, jax.tree.map(lambda v, s=s: v[s], ep), consts)
+    states.append(state)
+  assert int(states[0].step) == 3
+  for a, b in zip(jax.tree.leaves((states[0].params, states[0].gen_params)),
+                  jax.tree.leaves((states[1].params, states[1].gen_params))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

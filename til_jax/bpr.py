@@ -120,8 +120,11 @@ class BPR:
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
-    if "config_sections" not in cls.__dict__ and not cls.__module__.startswith("til_jax."):
-      cls.config_sections = None  # a user's method may read any section: judge every field
+    if not cls.__module__.startswith("til_jax."):  # a user's method may read any field
+      if "config_sections" not in cls.__dict__:
+        cls.config_sections = None  # judge every field
+      if "config_ignores" not in cls.__dict__:
+        cls.config_ignores = ()     # (not what the built-in it extends ignores)
 
   def __init__(self, model, dataset: Dataset, tx, config):
     self.model, self.dataset, self.tx, self.config = model, dataset, tx, config

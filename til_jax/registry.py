@@ -14,7 +14,8 @@ a class registered from outside the package trains through `train_and_evaluate` 
 
 A method class may name the method-owned config sections it reads, or single fields of them
 (`config_sections`, e.g. ("til",) or ("baselines.beta",); til_jax.train.config_check.
-METHOD_SECTIONS): a resume or a finished experiment cell then ignores changes to the others.
+METHOD_SECTIONS), and fields of those it does not read after all (`config_ignores`): a resume
+or a finished experiment cell then ignores changes to the others.
 A class without the attribute, or a subclass of a built-in defined outside til_jax that does
 not set it, is judged on every field.
 """

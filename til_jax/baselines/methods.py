@@ -55,8 +55,9 @@ class _Baseline(BPR):
   """BPR with the baseline settings read, a jitted `represent` for the host-side samplers, and
   an update that minimises `batch_loss(pos_scores, neg_scores, batch, step) + l2`."""
 
-  # Each baseline names the knobs it reads, so tuning one leaves the others' runs valid; a
-  # built-in subclass that does not say is judged on the whole section.
+  # Each baseline names the knobs it reads, so tuning one leaves the others' runs valid (a
+  # subclass inherits its parent's: TCE-BPR T-CE's); one that names none is judged on the whole
+  # section.
   config_sections = ("baselines",)
 
   def __init__(self, model, dataset, tx, config):

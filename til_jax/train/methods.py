@@ -101,7 +101,7 @@ class TIL(BPR):
 
 
 # The fields of the Multi-Interest clustering (Eq. 6-11, the pre-training before it, K-means):
-# Uni-Interest never reads them (bilevel.Settings.from_config gives it no pre-training), so a
+# Uni-Interest never reads them (bilevel.TILSettings.from_config gives it no pre-training), so a
 # finished TIL-UI cell stays valid when they change.
 CLUSTER_FIELDS = ("til.alpha", "til.gamma", "til.tau", "til.n_clusters", "til.pretrain_epochs",
                   "til.refresh_every", "til.kmeans_iters", "til.kl_reduction", "til.kl_items")
