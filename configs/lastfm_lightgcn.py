@@ -9,6 +9,8 @@ the paper's protocol (default budget) runs up to 3000 epochs with patience 100.
 from configs.base import make
 from configs.lastfm_mf import BASELINE_KNOBS  # tuned on MF, shared by every backbone
 
+TUNED = ("results/grid_lastfm_lightgcn_bpr.csv",)  # BPR's lr and L2 (see below)
+
 
 def get_config(arg=None):
   # lr and L2 tuned for BPR on valid, shared by every method of the row

@@ -32,6 +32,11 @@ BASELINE_KNOBS = {
 }
 
 
+# The grids that tuned BPR's lr and L2 for this row (experiments.campaign runs a row, a figure or
+# an importance study only on a config that names them).
+TUNED = ("results/grid_lastfm_mf_bpr.csv", "results/grid_lastfm_mf_bpr_l2edge.csv")
+
+
 def get_config(arg=None):
   # lr and L2 tuned for BPR on valid (results/grid_lastfm_mf_bpr.csv: lr {1e-4, 1e-3, 1e-2} x
   # L2 {1e-6 .. 1e-2}; results/grid_lastfm_mf_bpr_l2edge.csv: L2 {3e-2, 1e-1}, since the best

@@ -55,14 +55,15 @@ def _figure(name: str, fig: str, dataset: str, backbone: str, *extra: str) -> tu
            f"--out={{results}}/converged_{common.group(dataset, backbone)}", *extra])
 
 
-def _importance(name: str, dataset: str, stage: str, variants: str, table1: bool = False) -> tuple:
+def _importance(name: str, dataset: str, stage: str, variants: str, table1: bool = False,
+                seeds: str = SEEDS3) -> tuple:
   """table1: the clean stage's bpr and til_ui are the Table 1 cells (--table1-root)."""
   args = [f"--stage={stage}", f"--dataset={dataset}", CONVERGED,
           f"--root={{runs}}/importance_converged/{dataset}"]
   if table1:
     args.append("--table1-root={runs}/table1_converged")
   if stage == "clean":
-    args += [f"--clean-variants={variants}", SEEDS3]
+    args += [f"--clean-variants={variants}", seeds]
   else:
     args += ["--noises=pos", "--noise-seeds=0,1,2", f"--noise-variants={variants}"]
   return (name, "experiments.importance_study", args)
@@ -153,9 +154,23 @@ STEPS = [
     # (TIL-MI's K; K 60 is the row's cell), 3 seeds
     _figure("lastfm-mf-fig3", "3", "lastfm", "mf", "--methods=bpr,pris,tce_bpr,til_ui,til_mi"),
     _figure("lastfm-mf-fig5", "5", "lastfm", "mf", "--clusters=1,5,20,60,100"),
-    # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's
+    # --- steps below wait for their configs' tuning (`untuned`): after the two grids above, set
+    # lr / L2 and TUNED in configs/{gowalla,amazon_cd}_mf.py and TIL-MI's pre-training per
+    # dataset (the tuned cell's epoch_94pct) in configs/default.py DATASET_BUDGETS ---
+    # Gowalla and Amazon-CD x MF rows (#16 items 2 and 3)
+    _table1("gowalla-mf-table1", "gowalla", "mf", "bpr,pris,til_ui,til_mi"),
+    _table1("amazon-cd-mf-table1", "amazon-cd", "mf", "bpr,pris,til_ui,til_mi"),
+    # #18 on Gowalla and Amazon-CD: lastfm's most informative variants and their controls,
+    # screened on seed 0 (bpr and til_ui are the rows' cells); a variant above BPR and its
+    # control on valid gets seeds 1-2
+    *[_importance(f"{d}-mf-importance-screen", d, "clean",
+                  "bpr,til_ui,loss_inputs,neg4_softmax_t10,bpr_neg4,bpr_scaled", table1=True,
+                  seeds="--seeds=0") for d in ("gowalla", "amazon-cd")],
+    # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's, then the rows
     _grid("lastfm-neumf-bpr-grid", "lastfm", "neumf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
     _grid("lastfm-mgccf-bpr-grid", "lastfm", "mgccf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
+    _table1("lastfm-neumf-table1", "lastfm", "neumf", "bpr,pris,til_ui,til_mi"),
+    _table1("lastfm-mgccf-table1", "lastfm", "mgccf", "bpr,pris,til_ui,til_mi"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -230,6 +245,39 @@ def progress(step: tuple, runs: str) -> str:
           + (f", {stale} stale (--rerun-stale reruns them)" if stale else "")) if todo else ""
 
 
+def untuned(step: tuple) -> list[str]:
+  """What a step needs tuned first: a Table 1 row, a figure or an importance study trains only
+  with a configs/<dataset>_<backbone>.py that names the grid that tuned its BPR lr and L2
+  (`TUNED`), and TIL-MI only on a dataset whose pre-training is measured (configs/default.py
+  DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
+  from configs import default
+  _, module, args = step[:3]
+  a = {k[2:]: v for k, v in (x.split("=", 1) for x in args if "=" in x)}
+  if module == "experiments.table1":
+    pairs = [(d, b) for d in a["datasets"].split(",") for b in a["backbones"].split(",")]
+    mi = any(m in ("til_mi", "til_mik") for m in a["methods"].split(","))
+  elif module in ("experiments.figures", "experiments.importance_study"):
+    pairs = [(a["dataset"], a.get("backbone", "mf"))]
+    mi = module == "experiments.figures" and a.get("fig") in ("3", "5")
+  else:
+    return []
+  need = [f"{path} has no TUNED" for path in (common.config_path(d, b) for d, b in pairs)
+          if not _tuned(path)]
+  budgets = importlib.reload(default).DATASET_BUDGETS.get("converged", {})  # the file as it is now
+  return need + [f"DATASET_BUDGETS has no {d} pre-training" for d in sorted({d for d, _ in pairs})
+                 if mi and "til.pretrain_epochs" not in budgets.get(d, {})]
+
+
+def _tuned(path: str) -> bool:
+  """Whether the config file names its tuning grid (`TUNED`), read from the file as it is now
+  (a campaign outlives edits of configs/*.py)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("_campaign_config_check", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return bool(getattr(module, "TUNED", None))
+
+
 def command(step: tuple, runs: str, results: str) -> list[str]:
   name, module, args = step[:3]
   return ["python", "-m", module] + [a.format(runs=runs, results=results) for a in args]
@@ -252,8 +300,10 @@ def main(argv=None) -> int:
   steps = STEPS[lo:hi + 1]
   if a.list:
     for i, step in enumerate(steps, lo + 1):
-      print(f"{i:2d}. {step[0]}: {progress(step, a.runs)}\n"
-            f"    {' '.join(command(step, a.runs, a.results))}"
+      waits = untuned(step)
+      print(f"{i:2d}. {step[0]}: {progress(step, a.runs)}"
+            + (f" (waits for tuning: {'; '.join(waits)})" if waits else "")
+            + f"\n    {' '.join(command(step, a.runs, a.results))}"
             + (" (reruns its stale cells)" if RERUN in step[3:] else ""))
     return 0
   failed, rerun = [], common.RERUN_STALE
@@ -261,6 +311,12 @@ def main(argv=None) -> int:
     t0 = time.time()
     print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
           flush=True)
+    waits = untuned(step)
+    if waits:
+      print(f"[step {i}/{len(STEPS)}] {step[0]}: waits for tuning ({'; '.join(waits)}); skipped",
+            flush=True)
+      failed.append(step[0])
+      continue
     common.RERUN_STALE = a.rerun_stale or RERUN in step[3:]
     try:
       rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])

@@ -469,3 +469,31 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
     json.dump({"command": ["-m", "experiments.main", "--config=configs/lastfm_mf.py:converged"]}, f)
   assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
       "0/3 cells finished, 1 stale (--rerun-stale reruns them)")
+
+
+def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys):
+  """A Table 1 row (or figure, or importance study) runs only on a config that names the grid
+  that tuned it (TUNED), and TIL-MI only where the dataset's pre-training is set. (ml100k is in
+  no campaign: its config is never tuned.)"""
+  import importlib
+
+  from experiments import campaign
+  step = dict((s[0], s) for s in campaign.STEPS)
+  assert campaign.untuned(step["lastfm-mf-table1"]) == []
+  assert campaign.untuned(step["lastfm-mf-bpr-grid"]) == []          # a grid tunes: never waits
+  row = campaign._table1("ml100k-row", "ml100k", "mf", "bpr,til_mi")
+  assert campaign.untuned(row) == ["configs/ml100k_mf.py has no TUNED",
+                                   "DATASET_BUDGETS has no ml100k pre-training"]
+  assert campaign.untuned(campaign._table1("r", "ml100k", "mf", "bpr")) == [
+      "configs/ml100k_mf.py has no TUNED"]
+  assert campaign.untuned(campaign._importance("i", "ml100k", "clean", "bpr")) == [
+      "configs/ml100k_mf.py has no TUNED"]
+  steps = [step["lastfm-mf-bpr-grid"], row, step["lastfm-mf-fig3"]]
+  monkeypatch.setattr(campaign, "STEPS", steps)
+  monkeypatch.setattr(campaign, "NAMES", [s[0] for s in steps])
+  calls = []
+  for module in {s[1] for s in steps}:
+    monkeypatch.setattr(importlib.import_module(module), "main", lambda argv: calls.append(argv) or 0)
+  assert campaign.main(["--runs=/R", "--results=/S"]) == 1
+  assert len(calls) == 2  # the grid and the figure; the row waits
+  assert "ml100k-row: waits for tuning (configs/ml100k_mf.py has no TUNED" in capsys.readouterr().out
