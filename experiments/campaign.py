@@ -212,7 +212,8 @@ def _cells(step: tuple, runs: str) -> list[tuple[str, tuple | None]]:
     if a["fig"] == "3":
       return [(os.path.join(group, n, m, f"seed{s}"),
                ask(d, b, method=m, seed=s, **{"data.noise": n, "data.noise_seed": s}))
-              for s in seeds for m in a["methods"].split(",") for n in figures.NOISES]
+              for s in seeds for m in a["methods"].split(",")
+              for n in a.get("noises", ",".join(figures.NOISES)).split(",")]
     if a["fig"] == "5":
       own = figures.own_clusters(d, b, budget)
       return [(os.path.join(group, f"K{k}", f"seed{s}"),

@@ -36,7 +36,7 @@ def fig3(a) -> list[dict]:
   for seed in a.seeds:
     for m in a.methods:
       base = clean_cell(a, m, seed)
-      for noise in NOISES:
+      for noise in a.noises:
         r = common.run_cell(os.path.join(a.root, "fig3", common.group(a.dataset, a.backbone)),
                             f"{noise}/{m}/seed{seed}", common.config_path(a.dataset, a.backbone),
                             {"method": m, "seed": seed, "data.noise": noise, "data.noise_seed": seed},
@@ -51,8 +51,8 @@ def fig3(a) -> list[dict]:
   if plt and rows:
     methods = [m for m in a.methods if any(r["method"] == m for r in rows)]
     fig, ax = plt.subplots(figsize=(7, 3))
-    width = 0.8 / len(NOISES)
-    for k, noise in enumerate(NOISES):
+    width = 0.8 / len(a.noises)
+    for k, noise in enumerate(a.noises):
       vals = [sum(r["drop_pct"] for r in rows if r["method"] == m and r["noise"] == noise)
               / max(1, sum(1 for r in rows if r["method"] == m and r["noise"] == noise)) for m in methods]
       ax.bar([x + k * width for x in range(len(methods))], vals, width, label=f"Noisy-{noise}")
@@ -173,6 +173,7 @@ def parse(argv):
   p.add_argument("--backbone", default="mf")
   p.add_argument("--methods", default="bpr,tce,rce_bpr,til_ui,til_mi")
   p.add_argument("--clusters", default="1,5,20,60,100")
+  p.add_argument("--noises", default=",".join(NOISES), help="figure 3: which of pos,neg,both")
   p.add_argument("--seeds", default="0")
   p.add_argument("--budget", default="cpu", choices=tuple(common.BUDGETS))
   p.add_argument("--root", default="runs/figures")
@@ -183,6 +184,9 @@ def parse(argv):
   a = p.parse_args(argv)
   a.methods = [m for m in a.methods.split(",") if m]
   a.clusters = [int(k) for k in a.clusters.split(",") if k]
+  a.noises = [n for n in a.noises.split(",") if n]
+  if not a.noises or set(a.noises) - set(NOISES):
+    p.error(f"--noises: {','.join(a.noises)!r} is not a list of {', '.join(NOISES)}")
   a.seeds = [int(s) for s in a.seeds.split(",") if s]
   a.out = a.out or a.root
   if not os.path.exists(common.config_path(a.dataset, a.backbone)):

@@ -72,7 +72,8 @@ def maxdiff(a, b):
   return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 cases = {
-    "bpr": ("bpr", {}, [(1, "shard_map"), (4, "shard_map"), (4, "pmap"), (4, "sharded")]),
+    # (pmap: TIL-UI's case below covers it, collectives and all)
+    "bpr": ("bpr", {}, [(1, "shard_map"), (4, "shard_map"), (4, "sharded")]),
     # a baseline without named-axis collectives: jit over sharded arrays (global truncation)
     "tce_bpr": ("tce_bpr", {"baselines.drop_rate": 0.2, "baselines.num_gradual": 2},
                 [(4, "shard_map")]),
@@ -178,7 +179,7 @@ def steps(runs):
 def test_one_epoch_equals_single_device(steps, case):
   """BPR, TIL-UI (global softmax weights) and TIL-MI (global mean-one weights, learned centres):
   one epoch on a 1-device mesh, on 4 devices (shard_map; TIL-MI with check_vma=True, the
-  others with the default False) and under pmap equals the plain single-device jit(scan) step:
+  others with the default False) and, TIL-UI, under pmap equals the plain single-device jit(scan) step:
   parameters, generator and every step metric. BPR also with
   embedding rows sharded over the 4 devices, and TCE-BPR (a baseline: no named-axis code, run
   as jit over sharded arrays) with a truncation that must see the whole batch."""

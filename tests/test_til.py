@@ -334,7 +334,6 @@ def test_weights_do_not_collapse_on_real_data(tmp_path):
   cfg.data.cache_dir = str(tmp_path / "cache")
   cfg.train.epochs = 8          # 8 epochs x 44 steps of 1024 = 350 steps
   cfg.eval.every = 8
-  cfg.til.eta_every = 1
   res = loop.train_and_evaluate(cfg, str(tmp_path / "w"))
   import json
   lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
