@@ -187,8 +187,7 @@ def _cells(step: tuple, runs: str) -> list[tuple[str, tuple | None]]:
   import os
 
   from experiments import figures, grid, importance_study
-  _, module, args = step[:3]
-  a = {k[2:]: v for k, v in (x.split("=", 1) for x in (x.format(runs=runs, results="") for x in args))}
+  _, module, a = _step_args(step, runs)
   seeds = [int(s) for s in a.get("seeds", "0").split(",")]
   budget = a.get("budget", "converged")
 
@@ -251,9 +250,7 @@ def untuned(step: tuple) -> list[str]:
   with a configs/<dataset>_<backbone>.py that names the grid that tuned its BPR lr and L2
   (`TUNED`), and TIL-MI only on a dataset whose pre-training is measured (configs/default.py
   DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
-  from configs import default
-  _, module, args = step[:3]
-  a = {k[2:]: v for k, v in (x.split("=", 1) for x in args if "=" in x)}
+  _, module, a = _step_args(step)
   if module == "experiments.table1":
     pairs = [(d, b) for d in a["datasets"].split(",") for b in a["backbones"].split(",")]
     mi = any(m in ("til_mi", "til_mik") for m in a["methods"].split(","))
@@ -262,21 +259,19 @@ def untuned(step: tuple) -> list[str]:
     mi = module == "experiments.figures" and a.get("fig") in ("3", "5")
   else:
     return []
+  # the files as they are now (common.config_module): a campaign outlives their edits
   need = [f"{path} has no TUNED" for path in (common.config_path(d, b) for d, b in pairs)
-          if not _tuned(path)]
-  budgets = importlib.reload(default).DATASET_BUDGETS.get("converged", {})  # the file as it is now
+          if not getattr(common.config_module(path), "TUNED", None)]
+  budgets = common.config_module("configs/default.py").DATASET_BUDGETS.get("converged", {})
   return need + [f"DATASET_BUDGETS has no {d} pre-training" for d in sorted({d for d, _ in pairs})
                  if mi and "til.pretrain_epochs" not in budgets.get(d, {})]
 
 
-def _tuned(path: str) -> bool:
-  """Whether the config file names its tuning grid (`TUNED`), read from the file as it is now
-  (a campaign outlives edits of configs/*.py)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("_campaign_config_check", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return bool(getattr(module, "TUNED", None))
+def _step_args(step: tuple, runs: str = "") -> tuple[str, str, dict]:
+  """(name, runner module, {flag: value}) of a step, its {runs} folder filled in."""
+  name, module, args = step[:3]
+  return name, module, {k[2:]: v for k, v in (x.format(runs=runs, results="").split("=", 1)
+                                               for x in args if "=" in x)}
 
 
 def command(step: tuple, runs: str, results: str) -> list[str]:

@@ -243,22 +243,33 @@ _FIELDS: dict = {}
 _STAMP: tuple | None = None  # _configs_stamp() of the parses in _FIELDS
 
 
-def cell_fields(config_args: list[str]) -> dict | None:
-  """The identity (config_check.identity) and run length of the config that the flags
-  `config_args` (--config=FILE[:budget] --config.k=v ...) build, parsed as experiments.main
-  parses them; None if they do not parse."""
+def fresh_configs() -> None:
+  """Makes the next import of configs.* read the files as they are now: a long campaign
+  outlives edits of configs/*.py, and a module imported once (configs.base, configs.default, a
+  config another imports) would not be read again. Clears the parse cache with them."""
   global _STAMP
-  argv = ["cell", *config_args]
   stamp = _configs_stamp()
   if stamp != _STAMP:
-    # The config files as they are now: a long campaign outlives edits of configs/*.py, and the
-    # file a flag names is re-read at each parse but the modules it imports (configs.base,
-    # configs.default) would not be.
     if _STAMP is not None:
       for name in [m for m in sys.modules if m == "configs" or m.startswith("configs.")]:
         del sys.modules[name]
     _FIELDS.clear()
     _STAMP = stamp
+
+
+def config_module(path: str):
+  """The module of a config file (configs/<name>.py) as the file is now (fresh_configs)."""
+  import importlib
+  fresh_configs()
+  return importlib.import_module(os.path.splitext(os.path.normpath(path))[0].replace(os.sep, "."))
+
+
+def cell_fields(config_args: list[str]) -> dict | None:
+  """The identity (config_check.identity) and run length of the config that the flags
+  `config_args` (--config=FILE[:budget] --config.k=v ...) build, parsed as experiments.main
+  parses them; None if they do not parse."""
+  argv = ["cell", *config_args]
+  fresh_configs()
   key = tuple(argv)
   if key not in _FIELDS:
     from absl import flags
