@@ -19,7 +19,7 @@ import importlib
 import sys
 import time
 
-from experiments import common
+from experiments import common, ledger
 
 CONVERGED = "--budget=converged"
 SEEDS3 = "--seeds=0,1,2"
@@ -294,6 +294,10 @@ def main(argv=None) -> int:
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")
   steps = STEPS[lo:hi + 1]
+  # finished cells are recorded in <results>/cells/ and come back from there into a new
+  # checkout's empty runs folder (experiments.ledger)
+  ledger.configure(a.runs, a.results)
+  ledger.sync(a.runs)
   if a.list:
     for i, step in enumerate(steps, lo + 1):
       waits = untuned(step)

@@ -2,6 +2,8 @@
 
 A cell is one `python -m experiments.main` run in its own workdir. A cell whose workdir holds
 metrics.json is done and is read, not rerun; an interrupted cell resumes from its checkpoint.
+A finished cell under runs/ is also recorded in results/cells/ (experiments.ledger), so a new
+checkout, which has no runs/, reads it back instead of training it again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 
 from configs import default
+from experiments import ledger
 from til_jax.train import config_check
 
 BUDGETS = default.BUDGETS  # defined once, in configs/default.py
@@ -55,17 +58,20 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   `train=False`, if the cell has not finished: a report of the finished cells runs none)."""
   workdir = os.path.join(root, cell)
   done = os.path.join(workdir, "metrics.json")
+  ledger.restore(workdir)  # a cell finished in an earlier checkout (results/cells/)
   stale = stale_reason(workdir, config, overrides, budget)
   if stale and RERUN_STALE and train:
     kept = os.path.join(root, "_stale", f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(kept), exist_ok=True)
     os.replace(workdir, kept)
+    ledger.retire(workdir, kept)
     print(f"[stale] {cell}: trained with {stale}; moved to {kept}, rerun", flush=True)
   elif stale:
     print(f"[stale] {cell}: trained with {stale}; not reused (use another --root, or "
           "experiments.campaign --rerun-stale)", flush=True)
     return None
   if os.path.exists(done):
+    ledger.save(workdir)  # (a cell finished before the record existed)
     with open(done) as f:
       return json.load(f)
   if not train:
@@ -83,6 +89,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if rc != 0 or not os.path.exists(done):
     print(f"[fail] {cell}: exit {rc}; see {workdir}/run.log", flush=True)
     return None
+  ledger.save(workdir)
   with open(done) as f:
     m = json.load(f)
   print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "

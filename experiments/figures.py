@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from experiments import common
+from experiments import common, ledger
 
 NOISES = ("pos", "neg", "both")
 
@@ -198,6 +198,7 @@ def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
   os.makedirs(a.out, exist_ok=True)
+  ledger.sync(a.root, a.table1_root)
   rows = FIGS[a.fig](a)
   print(f"figure {a.fig}: {len(rows)} rows -> {os.path.join(a.out, f'fig{a.fig}.csv')}")
   return 0 if rows else 1

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from experiments import common
+from experiments import common, ledger
 
 
 def parse_grid(text: str) -> dict[str, list]:
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
   root = os.path.join(a.root, common.group(a.dataset, a.backbone), a.method)
   out = a.out or os.path.join("results", f"grid_{common.group(a.dataset, a.backbone)}_{a.method}.csv")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  ledger.sync(root)
   for point, seed in itertools.product(points, seeds):
     common.run_cell(root, os.path.join(point_name(point), f"seed{seed}"), config,
                     {**fixed, **point, "method": a.method, "seed": seed}, a.budget)

@@ -27,7 +27,7 @@ import argparse
 import os
 import sys
 
-from experiments import common
+from experiments import common, ledger
 
 # Each variant: (method, config overrides). All TIL variants are TIL-UI (the cheapest state);
 # the chosen one is then run as TIL-MI by experiments/table1.py.
@@ -580,6 +580,7 @@ def main(argv=None) -> int:
   elif os.path.exists(remembered):  # e.g. the report stage of a study run with --table1-root
     with open(remembered) as f:
       a.table1_root = f.read().strip()
+  ledger.sync(a.root, a.table1_root)
   st = a.stage
   # `report` trains nothing: it collects the finished clean and noise cells under the root.
   clean = run_clean(a) if st in ("all", "clean") else collect_clean(a)

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from experiments import common
+from experiments import common, ledger
 
 BUDGET = "quick"  # epochs, patience and eval.every are overridden from the flags below
 
@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     if not os.path.exists(common.config_path(dataset, backbone)):
       p.error(f"--cells: no config {common.config_path(dataset, backbone)}")
   os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+  ledger.sync(a.root)
 
   def rows():
     return [r for c, o, s in itertools.product(cells, optims, seeds)

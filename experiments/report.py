@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 
-from experiments import common, figures, grid, importance_study, table1
+from experiments import common, figures, grid, importance_study, ledger, table1
 
 FIG_METHODS = {"3": "bpr,pris,tce_bpr,til_ui,til_mi",
                "6": "bpr,pris,rce_bpr,til_ui,til_mi,til_mik",
@@ -99,6 +99,8 @@ def main(argv=None) -> int:
                  help="GROUP:FIELD=VALUE,... : the Table 1 methods at another grid point")
   a = p.parse_args(argv)
   os.makedirs(a.results, exist_ok=True)
+  ledger.configure(ledger.RUNS, a.results)
+  ledger.sync(a.table1_root, a.figures_root, a.importance_root, a.grid_root)
   csv = os.path.join(a.results, "table1_converged.csv")
   table1.main([f"--root={a.table1_root}", "--budget=converged", "--report-only", f"--csv={csv}"])
   shutil.copyfile(os.path.join(a.table1_root, "table1.md"), csv[:-4] + ".md")

@@ -19,7 +19,7 @@ import itertools
 import os
 import sys
 
-from experiments import common
+from experiments import common, ledger
 
 # The paper's Table 1 columns, in its order (the `PAPER` rows below follow it); any registered
 # method (til_jax.registry.METHODS) may be run with --methods.
@@ -216,6 +216,7 @@ def parse(argv):
 def main(argv=None) -> int:
   a = parse(argv)
   os.makedirs(a.root, exist_ok=True)
+  ledger.sync(a.root)
   print(report(a, collect(a.root, a.budget, a.grid) if a.report_only else run(a)))
   return 0
 

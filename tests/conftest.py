@@ -39,3 +39,13 @@ def gowalla_split():
   if not os.path.isdir(p):
     pytest.skip("Gowalla split not available (set TIL_DATA_DIR)")
   return p
+
+
+@pytest.fixture(autouse=True)
+def _no_cell_records_in_the_checkout(tmp_path_factory, monkeypatch):
+  """No test writes the checkout's results/cells/ (experiments.ledger): the folder whose cells
+  are recorded is one no test uses, unless a test configures its own."""
+  from experiments import ledger
+  spare = tmp_path_factory.mktemp("ledger")
+  monkeypatch.setattr(ledger, "RUNS", str(spare / "runs"))
+  monkeypatch.setattr(ledger, "LEDGER", str(spare / "results" / "cells"))

@@ -1,0 +1,128 @@
+"""The committed record of finished cells: results/cells/ mirrors every finished cell's small files.
+
+A cell's folder under runs/ holds its checkpoints and id maps (derived from the data: never
+committed) beside four small files that say what it ran and what it scored: cell.json (the
+command and commit), config.json (the whole config), metrics.json (the final metrics) and
+metrics.jsonl (every evaluation). runs/ is a scratch folder that a new checkout does not have;
+results/cells/<path under runs>/ keeps those four files of every finished cell, so a finished
+cell is never trained twice and every table can be regenerated on a fresh checkout:
+
+  save(workdir)      after a cell finishes (common.run_cell): its record is written
+  restore(workdir)   before a cell is looked for: a recorded cell comes back to runs/ as
+                     finished (metrics.json), without checkpoints, which nothing reads once it is
+  sync(*roots)       both ways, for every cell under the roots (each runner at its start)
+
+Only cells under RUNS have a record (`configure`, from experiments.campaign --runs/--results);
+folders elsewhere (a test's tmp dir, an ad-hoc --root) are left as they are.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+# (file in a cell folder, its name in the record); metrics.json last: it marks a cell done. The
+# evaluation log is kept gzipped (one line an epoch: ~250 kB for a 1500-epoch cell, ~10x less).
+RECORD = (("cell.json", "cell.json"), ("config.json", "config.json"),
+          ("metrics.jsonl", "metrics.jsonl.gz"), ("metrics.json", "metrics.json"))
+RUNS = "runs"
+LEDGER = os.path.join("results", "cells")
+
+
+def configure(runs: str, results: str) -> None:
+  """The runs folder whose cells are recorded, and the results folder that holds the record."""
+  global RUNS, LEDGER
+  RUNS, LEDGER = runs, os.path.join(results, "cells")
+
+
+def record_of(workdir: str) -> str | None:
+  """The record folder of a cell folder under RUNS, or None for a folder elsewhere."""
+  rel = os.path.relpath(os.path.abspath(workdir), os.path.abspath(RUNS))
+  if rel == "." or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+    return None
+  return os.path.join(LEDGER, rel)
+
+
+def _read(path: str) -> bytes | None:
+  """A file's content, un-gzipped if its name ends .gz; None if it does not exist."""
+  if not os.path.exists(path):
+    return None
+  with open(path, "rb") as f:
+    data = f.read()
+  return gzip.decompress(data) if path.endswith(".gz") else data
+
+
+def _write(path: str, data: bytes) -> None:
+  """Atomically, gzipped (reproducibly: no name or time in the header) if the name ends .gz."""
+  if path.endswith(".gz"):
+    data = gzip.compress(data, compresslevel=9, mtime=0)
+  with open(path + ".tmp", "wb") as f:
+    f.write(data)
+  os.replace(path + ".tmp", path)
+
+
+def _copy(src_dir: str, dst_dir: str, to_record: bool) -> bool:
+  """The record's files from src_dir into dst_dir (those that differ), metrics.json last;
+  True if any was written."""
+  wrote = False
+  for cell_name, record_name in RECORD:
+    src, dst = ((cell_name, record_name) if to_record else (record_name, cell_name))
+    data = _read(os.path.join(src_dir, src))
+    if data is not None and data != _read(os.path.join(dst_dir, dst)):
+      os.makedirs(dst_dir, exist_ok=True)
+      _write(os.path.join(dst_dir, dst), data)
+      wrote = True
+  return wrote
+
+
+def save(workdir: str) -> bool:
+  """Records a finished cell (one with metrics.json); True if its record changed."""
+  rec = record_of(workdir)
+  if rec is None or not os.path.exists(os.path.join(workdir, "metrics.json")):
+    return False
+  return _copy(workdir, rec, to_record=True)
+
+
+def restore(workdir: str) -> bool:
+  """Brings a recorded cell back into a workdir that has no run of its own (no config.json: an
+  interrupted run is left to resume); True if it did."""
+  rec = record_of(workdir)
+  if (rec is None or not os.path.exists(os.path.join(rec, "metrics.json"))
+      or os.path.exists(os.path.join(workdir, "config.json"))):
+    return False
+  return _copy(rec, workdir, to_record=False)
+
+
+def retire(workdir: str, kept: str) -> None:
+  """A stale cell's folder moved to `kept` (common.run_cell --rerun-stale): its record moves
+  with it, so the rerun starts with no record and the old one stays readable."""
+  rec, dst = record_of(workdir), record_of(kept)
+  if rec and dst and os.path.isdir(rec):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(rec, dst)
+
+
+def _cells_under(base: str) -> list[str]:
+  """Every folder under `base` (relative to it) that holds a metrics.json."""
+  out = []
+  for here, _, files in os.walk(base):
+    if "metrics.json" in files:
+      out.append(os.path.relpath(here, base))
+  return out
+
+
+def sync(*roots: str) -> tuple[int, int]:
+  """Records the finished cells under each root and restores the recorded ones missing there;
+  (saved, restored). Prints one line when anything moved."""
+  saved = restored = 0
+  for root in roots:
+    rec = record_of(root) if root else None
+    if rec is None:
+      continue
+    for rel in _cells_under(rec):
+      restored += restore(os.path.normpath(os.path.join(root, rel)))
+    for rel in _cells_under(root):
+      saved += save(os.path.normpath(os.path.join(root, rel)))
+  if saved or restored:
+    print(f"[ledger] {saved} cell(s) recorded, {restored} restored from {LEDGER}", flush=True)
+  return saved, restored

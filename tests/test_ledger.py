@@ -1,0 +1,113 @@
+"""results/cells/: a finished cell's record survives the loss of runs/ and is read, not retrained."""
+
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+
+from experiments import common, ledger, table1
+
+
+@pytest.fixture
+def base(tmp_path, monkeypatch):
+  """runs/ and results/ of a checkout, in tmp."""
+  monkeypatch.setattr(ledger, "RUNS", ledger.RUNS)
+  monkeypatch.setattr(ledger, "LEDGER", ledger.LEDGER)
+  ledger.configure(str(tmp_path / "runs"), str(tmp_path / "results"))
+  return tmp_path
+
+
+def fake_cell(d, recall=0.25):
+  """A finished cell's files, with what no record keeps (checkpoints, id maps, the log)."""
+  os.makedirs(os.path.join(d, "checkpoints", "10"))
+  for name, text in (("cell.json", '{"commit": "abc", "command": []}'), ("config.json", "{}"),
+                     ("metrics.jsonl", '{"epoch": 1, "valid": {"recall@20": 0.2}}\n' * 50),
+                     ("run.log", "log"), ("ids.npz", "ids"),
+                     ("metrics.json", json.dumps({"valid": {"recall@20": recall}}))):
+    with open(os.path.join(d, name), "w") as f:
+      f.write(text)
+
+
+def test_sync_records_finished_cells_and_brings_them_back(base):
+  runs, rec = base / "runs", base / "results" / "cells"
+  fake_cell(runs / "grid" / "a" / "seed0")
+  os.makedirs(runs / "grid" / "a" / "seed1")  # started, not finished: no record
+  assert ledger.sync(str(runs / "grid")) == (1, 0)
+  got = sorted(os.listdir(rec / "grid" / "a" / "seed0"))
+  assert got == ["cell.json", "config.json", "metrics.json", "metrics.jsonl.gz"]
+  assert not (rec / "grid" / "a" / "seed1").exists()
+  log = (runs / "grid" / "a" / "seed0" / "metrics.jsonl").read_bytes()
+  packed = (rec / "grid" / "a" / "seed0" / "metrics.jsonl.gz").read_bytes()
+  assert gzip.decompress(packed) == log and len(packed) < len(log) / 5
+  # unchanged cells are not rewritten; the gzip is reproducible
+  assert ledger.sync(str(runs / "grid")) == (0, 0)
+  assert (rec / "grid" / "a" / "seed0" / "metrics.jsonl.gz").read_bytes() == packed
+  # a new checkout: runs/ is gone, and the record brings the finished cell back
+  shutil.rmtree(runs)
+  assert ledger.sync(str(runs / "grid")) == (0, 1)
+  back = runs / "grid" / "a" / "seed0"
+  assert sorted(os.listdir(back)) == ["cell.json", "config.json", "metrics.json", "metrics.jsonl"]
+  assert (back / "metrics.jsonl").read_bytes() == log
+  assert common.valid_curve(str(back)) == [(1, 0.2)]
+
+
+def test_only_cells_under_the_runs_folder_are_recorded(base):
+  fake_cell(base / "elsewhere" / "seed0")
+  assert ledger.record_of(str(base / "elsewhere" / "seed0")) is None
+  assert ledger.record_of(str(base / "runs")) is None
+  assert not ledger.save(str(base / "elsewhere" / "seed0"))
+  assert ledger.sync(str(base / "elsewhere")) == (0, 0)
+  assert not (base / "results").exists()
+
+
+def test_a_record_without_metrics_is_not_a_finished_cell_and_a_started_run_is_kept(base):
+  runs, rec = base / "runs", base / "results" / "cells"
+  os.makedirs(rec / "t" / "seed0")
+  (rec / "t" / "seed0" / "config.json").write_text("{}")  # a record cut short before metrics.json
+  assert not ledger.restore(str(runs / "t" / "seed0"))
+  assert not (runs / "t" / "seed0").exists()
+  # a run started in this checkout (config.json, no metrics.json) resumes: the record stays out
+  fake_cell(rec / "t" / "seed1")
+  os.makedirs(runs / "t" / "seed1")
+  (runs / "t" / "seed1" / "config.json").write_text('{"mine": 1}')
+  assert not ledger.restore(str(runs / "t" / "seed1"))
+  assert (runs / "t" / "seed1" / "config.json").read_text() == '{"mine": 1}'
+  assert not (runs / "t" / "seed1" / "metrics.json").exists()
+
+
+def test_a_retired_cell_takes_its_record_with_it(base):
+  runs, rec = base / "runs", base / "results" / "cells"
+  fake_cell(runs / "t" / "bpr" / "seed0")
+  assert ledger.save(str(runs / "t" / "bpr" / "seed0"))
+  kept = runs / "t" / "_stale" / "bpr" / "seed0-1"
+  os.makedirs(kept.parent)
+  os.replace(runs / "t" / "bpr" / "seed0", kept)
+  ledger.retire(str(runs / "t" / "bpr" / "seed0"), str(kept))
+  assert not (rec / "t" / "bpr" / "seed0").exists()
+  assert (rec / "t" / "_stale" / "bpr" / "seed0-1" / "metrics.json").exists()
+
+
+def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkeypatch, capsys):
+  """A real tiny cell: recorded when it finishes; with runs/ gone, run_cell and the Table 1
+  collector read it from the record, its identity is still checked, nothing trains."""
+  root = str(base / "runs" / "t1" / "synthetic_mf")
+  config = common.config_path("synthetic", "mf")
+  first = common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny")
+  assert first is not None
+  rec = base / "results" / "cells" / "t1" / "synthetic_mf" / "bpr" / "seed0"
+  assert json.loads((rec / "metrics.json").read_text()) == first
+  curve = common.valid_curve(os.path.join(root, "bpr", "seed0"))
+  before = table1.collect(str(base / "runs" / "t1"))
+  shutil.rmtree(base / "runs")
+  monkeypatch.setattr(common.subprocess, "call", lambda *a, **k: pytest.fail("trained a cell"))
+  assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 0}, "tiny") == first
+  assert common.valid_curve(os.path.join(root, "bpr", "seed0")) == curve and curve
+  # other settings are still another cell
+  assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 1}, "tiny") is None
+  assert "[stale] bpr/seed0: trained with seed=0 (asked 1)" in capsys.readouterr().out
+  shutil.rmtree(base / "runs")
+  assert table1.main(["--datasets=synthetic", "--backbones=mf", "--methods=bpr", "--seeds=0",
+                      "--budget=tiny", f"--root={base / 'runs' / 't1'}", "--report-only"]) == 0
+  assert table1.collect(str(base / "runs" / "t1")) == before and len(before) == 1
