@@ -279,6 +279,36 @@ def command(step: tuple, runs: str, results: str) -> list[str]:
   return ["python", "-m", module] + [a.format(runs=runs, results=results) for a in args]
 
 
+def _run_step(i: int, step: tuple, a) -> int | None:
+  """Runs one step (its runner's main, in this process); its exit code."""
+  t0 = time.time()
+  print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
+        flush=True)
+  waits = untuned(step)
+  if waits:
+    print(f"[step {i}/{len(STEPS)}] {step[0]}: waits for tuning ({'; '.join(waits)}); skipped",
+          flush=True)
+    return 1
+  common.RERUN_STALE = a.rerun_stale or RERUN in step[3:]
+  try:
+    rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
+  except SystemExit as e:  # a runner's usage error (argparse): this step fails, the rest run
+    rc = e.code if isinstance(e.code, int) else 2
+  print(f"[step {i}/{len(STEPS)}] {step[0]}: exit {rc} after {time.time() - t0:.0f} s",
+        flush=True)
+  return rc
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+  """time.time() of `HH:MM` today (local time) or of `YYYY-MM-DDTHH:MM`."""
+  import datetime
+  if "T" in text:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M").timestamp()
+  hm = datetime.datetime.strptime(text, "%H:%M")
+  day = datetime.datetime.fromtimestamp(time.time() if now is None else now)
+  return day.replace(hour=hm.hour, minute=hm.minute, second=0, microsecond=0).timestamp()
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--list", action="store_true", help="print the steps and their commands")
@@ -289,7 +319,13 @@ def main(argv=None) -> int:
   p.add_argument("--rerun-stale", action="store_true",
                  help="rerun a cell whose config changed since it ran (e.g. a knob tuned in its "
                       "configs/*.py), after moving its folder to <root>/_stale/")
+  p.add_argument("--until", default="", help="HH:MM (today) or YYYY-MM-DDTHH:MM: start no cell "
+                 "after it (a running cell finishes), e.g. before the machine's session ends")
   a = p.parse_args(argv)
+  try:
+    until = parse_until(a.until) if a.until else None
+  except ValueError:
+    p.error(f"--until: {a.until!r} is not HH:MM or YYYY-MM-DDTHH:MM")
   lo, hi = NAMES.index(a.first), NAMES.index(a.last)
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")
@@ -307,27 +343,17 @@ def main(argv=None) -> int:
             + (" (reruns its stale cells)" if RERUN in step[3:] else ""))
     return 0
   failed, rerun = [], common.RERUN_STALE
-  for i, step in enumerate(steps, lo + 1):
-    t0 = time.time()
-    print(f"[step {i}/{len(STEPS)}] {step[0]}: {' '.join(command(step, a.runs, a.results)[2:])}",
-          flush=True)
-    waits = untuned(step)
-    if waits:
-      print(f"[step {i}/{len(STEPS)}] {step[0]}: waits for tuning ({'; '.join(waits)}); skipped",
-            flush=True)
-      failed.append(step[0])
-      continue
-    common.RERUN_STALE = a.rerun_stale or RERUN in step[3:]
-    try:
-      rc = importlib.import_module(step[1]).main(command(step, a.runs, a.results)[3:])
-    except SystemExit as e:  # a runner's usage error (argparse): this step fails, the rest run
-      rc = e.code if isinstance(e.code, int) else 2
-    finally:
-      common.RERUN_STALE = rerun
-    print(f"[step {i}/{len(STEPS)}] {step[0]}: exit {rc} after {time.time() - t0:.0f} s",
-          flush=True)
-    if rc:
-      failed.append(step[0])
+  common.UNTIL = until
+  try:
+    for i, step in enumerate(steps, lo + 1):
+      if until is not None and time.time() >= until:
+        print(f"[until] campaign: past {a.until}; steps {i}-{hi + 1} not started", flush=True)
+        break
+      rc = _run_step(i, step, a)
+      if rc:
+        failed.append(step[0])
+  finally:
+    common.UNTIL, common.RERUN_STALE = None, rerun
   if failed:
     print(f"campaign: {len(failed)} step(s) failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0

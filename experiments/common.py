@@ -50,6 +50,9 @@ def cell_command(config: str, workdir: str, overrides: dict, budget: str) -> lis
 # Set by `experiments.campaign --rerun-stale`: a stale cell's folder is moved to
 # <root>/_stale/<cell>-<time> (kept, never deleted) and the cell is run again.
 RERUN_STALE = False
+# Set by `experiments.campaign --until`: no cell starts (or resumes) after this time.time();
+# a running cell finishes. A cell cut off by the end of a machine's session loses its folder.
+UNTIL: float | None = None
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
@@ -76,6 +79,10 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
       return json.load(f)
   if not train:
     print(f"[missing] {cell}: not finished; left out", flush=True)
+    return None
+  if UNTIL is not None and time.time() >= UNTIL:
+    print(f"[until] {cell}: not started, past {time.strftime('%H:%M', time.localtime(UNTIL))}",
+          flush=True)
     return None
   os.makedirs(workdir, exist_ok=True)
   cmd = cell_command(config, workdir, overrides, budget)

@@ -416,7 +416,7 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   assert "--root=/R/grid" in calls[0][1] and "--out=/S/grid_lastfm_mf_til_mi_kl_items.csv" in calls[0][1]
   assert "--root=/R/table1_converged" in calls[1][1]
   assert "1 step(s) failed: lastfm-mf-table1" in capsys.readouterr().err
-  assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
+  assert campaign.main(["--list", f"--from={last}", f"--to={last}", "--runs=/R", "--results=/S"]) == 0
   assert "grid_l2fine" in capsys.readouterr().out
   # a step made to rerun the cells a config edit made stale (RERUN) runs with RERUN_STALE set,
   # the steps around it without
@@ -430,7 +430,7 @@ def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, cap
   assert campaign.main([f"--from={first}", f"--to={last}", "--runs=/R", "--results=/S"]) == 0
   assert seen == [False, True, True, True, False] and common.RERUN_STALE is False
   last = "lastfm-lightgcn-table1-tuned"
-  assert campaign.main(["--list", f"--from={last}", f"--to={last}"]) == 0
+  assert campaign.main(["--list", f"--from={last}", f"--to={last}", "--runs=/R", "--results=/S"]) == 0
   assert "(reruns its stale cells)" in capsys.readouterr().out
 
 
@@ -503,3 +503,30 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
   assert campaign.main(["--runs=/R", "--results=/S"]) == 1
   assert len(calls) == 2  # the grid and the figure; the row waits
   assert "ml100k-row: waits for tuning (configs/ml100k_mf.py has no TUNED" in capsys.readouterr().out
+
+
+def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_path):
+  """--until: HH:MM today or a full date; past it no step and no cell starts; bad text is a
+  usage error."""
+  import datetime
+  import time
+
+  from experiments import campaign
+  now = datetime.datetime(2026, 12, 2, 3, 30).timestamp()
+  assert campaign.parse_until("04:10", now) == datetime.datetime(2026, 12, 2, 4, 10).timestamp()
+  assert campaign.parse_until("2026-12-03T01:05") == datetime.datetime(2026, 12, 3, 1, 5).timestamp()
+  with pytest.raises(SystemExit) as e:
+    campaign.main(["--until=4pm", "--runs=/R", "--results=/S"])
+  assert e.value.code == 2
+  # a runner's cell, past the time: not started, nothing trained
+  monkeypatch.setattr(common.subprocess, "call", lambda *a, **k: pytest.fail("trained a cell"))
+  monkeypatch.setattr(common, "UNTIL", time.time() - 1)
+  assert common.run_cell(str(tmp_path), "bpr/seed0", common.config_path("synthetic", "mf"),
+                         {"method": "bpr", "seed": 0}, "tiny") is None
+  assert "[until] bpr/seed0: not started" in capsys.readouterr().out
+  assert not (tmp_path / "bpr" / "seed0" / "cell.json").exists()
+  # the campaign past its time: no step runs, and the setting does not outlive it
+  monkeypatch.setattr(common, "UNTIL", None)
+  past = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 120))
+  assert campaign.main([f"--until={past}", "--runs=/R", "--results=/S"]) == 0
+  assert "[until] campaign: past" in capsys.readouterr().out and common.UNTIL is None
