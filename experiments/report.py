@@ -11,7 +11,9 @@ Reads the cell folders the campaign commands write (defaults below) and writes:
   results/table1_converged_<group>_<point>.* the Table 1 methods at another grid point (--points),
                                              e.g. lastfm MF at BPR's best L2 on a finer grid
 A cell that has not finished is left out (the tables say how many seeds each number has), so
-this can run beside the campaign. The runners' own summaries in the cell roots (table1.md,
+this can run beside the campaign. Finished cells come from runs/ and from their record in
+results/cells/ (experiments.ledger). Nothing is replaced if a table would have fewer rows than
+the one in results/ (a checkout missing cells; exit 2), unless --allow-fewer. The runners' own summaries in the cell roots (table1.md,
 importance.md, clean.csv, ...) are rewritten on the way, as their report stages do.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 from experiments import common, figures, grid, importance_study, ledger, table1
 
@@ -97,15 +100,62 @@ def main(argv=None) -> int:
                  help="cells of the --points (experiments.grid --root=<this>)")
   p.add_argument("--points", default="lastfm_mf:optim.l2=0.015",
                  help="GROUP:FIELD=VALUE,... : the Table 1 methods at another grid point")
+  p.add_argument("--allow-fewer", action="store_true",
+                 help="replace a table by one with fewer rows (e.g. cells left out as stale)")
   a = p.parse_args(argv)
   os.makedirs(a.results, exist_ok=True)
   ledger.configure(ledger.RUNS, a.results)
   ledger.sync(a.table1_root, a.figures_root, a.importance_root, a.grid_root)
-  csv = os.path.join(a.results, "table1_converged.csv")
+  # Written to a staging folder first, moved into place only if no table would lose rows: a
+  # checkout that lacks cells (their record missing) must not overwrite the tables made from them.
+  stage = tempfile.mkdtemp(prefix=".report-", dir=a.results)
+  try:
+    write_all(a, stage, p)
+    shrunk = [f"{rel}: {old} rows there, {new} from the finished cells"
+              for rel, old, new in _shrinking(stage, a.results)]
+    if shrunk and not a.allow_fewer:
+      print("error: the finished cells would give tables with fewer rows than results/ holds "
+            f"({'; '.join(shrunk)}); nothing replaced. Train the missing cells "
+            "(python -m experiments.campaign) or pass --allow-fewer", file=sys.stderr)
+      return 2
+    for here, _, files in os.walk(stage):
+      for name in files:
+        src = os.path.join(here, name)
+        dst = os.path.join(a.results, os.path.relpath(src, stage))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
+  print(f"report: tables and figures of the finished cells in {a.results}/ "
+        f"(commit {common.commit()})")
+  return 0
+
+
+def _rows(path: str) -> int:
+  with open(path) as f:
+    return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
+def _shrinking(stage: str, results: str) -> list[tuple[str, int, int]]:
+  """(file, rows in results/, rows staged) of every staged CSV with fewer rows than its
+  counterpart in results/."""
+  out = []
+  for here, _, files in os.walk(stage):
+    for name in sorted(f for f in files if f.endswith(".csv")):
+      rel = os.path.relpath(os.path.join(here, name), stage)
+      old = os.path.join(results, rel)
+      if os.path.exists(old) and _rows(old) > _rows(os.path.join(stage, rel)):
+        out.append((rel, _rows(old), _rows(os.path.join(stage, rel))))
+  return out
+
+
+def write_all(a, results: str, p) -> None:
+  """Every table and figure of the finished cells into the folder `results`."""
+  csv = os.path.join(results, "table1_converged.csv")
   table1.main([f"--root={a.table1_root}", "--budget=converged", "--report-only", f"--csv={csv}"])
   shutil.copyfile(os.path.join(a.table1_root, "table1.md"), csv[:-4] + ".md")
   for dataset, backbone in groups(a.table1_root):
-    out = os.path.join(a.results, f"converged_{common.group(dataset, backbone)}")
+    out = os.path.join(results, f"converged_{common.group(dataset, backbone)}")
     for fig in ("3", "5", "6", "7"):
       if fig in ("3", "5") and not os.path.isdir(
           os.path.join(a.figures_root, f"fig{fig}", common.group(dataset, backbone))):
@@ -122,7 +172,7 @@ def main(argv=None) -> int:
     rows, text = point_report(a.grid_root, a.table1_root, group, field, value,
                               list(table1.ALL_METHODS))
     if rows:
-      name = os.path.join(a.results,
+      name = os.path.join(results,
                           f"table1_converged_{group}_{grid.point_name({field: grid._value(value)})}")
       common.write_csv(name + ".csv", rows)
       common.write_text(name + ".md", "# Table 1 methods at another grid point\n\n"
@@ -132,16 +182,13 @@ def main(argv=None) -> int:
       root = os.path.join(a.importance_root, dataset)
       importance_study.main(["--stage=report", f"--dataset={dataset}", "--budget=converged",
                              f"--root={root}"])
-      prefix = os.path.join(a.results, f"importance_converged_{dataset}")
+      prefix = os.path.join(results, f"importance_converged_{dataset}")
       for name, suffix in (("clean.csv", "_clean.csv"), ("noise.csv", "_noise.csv"),
                            ("importance.md", ".md"), ("clean.png", "_clean.png"),
                            ("noise_auroc.png", "_noise_auroc.png")):
         src = os.path.join(root, name)
         if os.path.exists(src) and os.path.getsize(src) > 2:  # not an empty stage's "\r\n"
           shutil.copyfile(src, prefix + suffix)
-  print(f"report: tables and figures of the finished cells in {a.results}/ "
-        f"(commit {common.commit()})")
-  return 0
 
 
 if __name__ == "__main__":

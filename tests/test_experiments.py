@@ -316,6 +316,17 @@ def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, mon
   fig7 = (res / "converged_lastfm_mf" / "fig7.csv").read_text().splitlines()
   assert len(fig7) == 1 + 2   # til_ui's two seeds; til_mi unfinished, til_mik absent
   assert "| bpr | bpr | 2 (2) |" in (res / "importance_converged_lastfm.md").read_text()
+  # a checkout that lacks a cell (its folder and record gone) does not shrink the tables
+  import shutil
+  shutil.rmtree(t1 / "lastfm_mf" / "til_ui" / "seed1")
+  table = (res / "table1_converged.csv").read_text()
+  args = [f"--table1-root={t1}", f"--figures-root={tmp_path / 'fig'}",
+          f"--importance-root={tmp_path / 'imp'}", f"--results={res}", "--seeds=0,1"]
+  assert report.main(args) == 2
+  assert (res / "table1_converged.csv").read_text() == table
+  assert [p.name for p in res.iterdir() if p.name.startswith(".report-")] == []
+  assert report.main(args + ["--allow-fewer"]) == 0
+  assert len((res / "table1_converged.csv").read_text().splitlines()) == 1 + 3
 
 
 def test_til_ui_default_is_the_paper_mode(tmp_path):
