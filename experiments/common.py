@@ -77,6 +77,13 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
     ledger.save(workdir)  # (a cell finished before the record existed)
     with open(done) as f:
       return json.load(f)
+  twin = twin_of(workdir, config, overrides, budget)
+  if twin:  # the same computation, finished for another runner (e.g. a grid's tuned point)
+    ledger.copy_cell(twin, workdir, {"commit": cell_commit(twin), "twin_of": twin,
+                                     "command": cell_command(config, workdir, overrides, budget)[1:]})
+    print(f"[twin] {cell}: the same config finished as {twin}; read, not trained", flush=True)
+    with open(done) as f:
+      return json.load(f)
   if not train:
     print(f"[missing] {cell}: not finished; left out", flush=True)
     return None
@@ -102,6 +109,24 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
         f"{m['test'].get('recall@20', float('nan')):.4f}", flush=True)
   return m
+
+
+def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:
+  """A recorded finished cell (results/cells/...) that computed what this unstarted cell under
+  runs/ would: the same whole-config identity and run length (stale_reason's test), or ''.
+  A cell is trained once whichever runner asks for it first."""
+  if ledger.record_of(workdir) is None or os.path.exists(os.path.join(workdir, "config.json")):
+    return ""
+  new = None
+  for rec in ledger.finished_records():
+    if rec == ledger.record_of(workdir):
+      continue
+    new = new or cell_fields(cell_args(config, overrides, budget))
+    if new is None:
+      return ""
+    if not _differs(rec, new):
+      return rec
+  return ""
 
 
 def cell_commit(workdir: str) -> str:

@@ -12,6 +12,9 @@ cell is never trained twice and every table can be regenerated on a fresh checko
                      finished (metrics.json), without checkpoints, which nothing reads once it is
   sync(*roots)       both ways, for every cell under the roots (each runner at its start)
 
+and common.run_cell reads a cell whose whole config a recorded cell already computed (a twin,
+common.twin_of: a grid's tuned point is Table 1's seed-0 cell) instead of training it again.
+
 Only cells under RUNS have a record (`configure`, from experiments.campaign --runs/--results);
 folders elsewhere (a test's tmp dir, an ad-hoc --root) are left as they are.
 """
@@ -100,6 +103,21 @@ def retire(workdir: str, kept: str) -> None:
   if rec and dst and os.path.isdir(rec):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(rec, dst)
+
+
+def finished_records() -> list[str]:
+  """The record folders of every finished cell (not the retired ones under _stale/), sorted."""
+  return sorted(os.path.join(LEDGER, rel) for rel in _cells_under(LEDGER)
+                if "_stale" not in rel.split(os.sep))
+
+
+def copy_cell(record: str, workdir: str, cell_json: dict) -> None:
+  """A recorded finished cell into an unstarted workdir, with a cell.json of its own (the
+  command that asked for it); recorded under its own path too."""
+  import json
+  _copy(record, workdir, to_record=False)
+  _write(os.path.join(workdir, "cell.json"), json.dumps(cell_json, indent=2).encode())
+  save(workdir)
 
 
 def _cells_under(base: str) -> list[str]:

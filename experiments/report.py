@@ -13,8 +13,9 @@ Reads the cell folders the campaign commands write (defaults below) and writes:
 A cell that has not finished is left out (the tables say how many seeds each number has), so
 this can run beside the campaign. Finished cells come from runs/ and from their record in
 results/cells/ (experiments.ledger). Nothing is replaced if a table would have fewer rows than
-the one in results/ (a checkout missing cells; exit 2), unless --allow-fewer. The runners' own summaries in the cell roots (table1.md,
-importance.md, clean.csv, ...) are rewritten on the way, as their report stages do.
+the one in results/ (a checkout missing cells; exit 2), unless --allow-fewer. The runners' own
+summaries in the cell roots (table1.md, importance.md, clean.csv, ...) are rewritten on the way,
+as their report stages do.
 """
 
 from __future__ import annotations

@@ -107,6 +107,21 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
   # other settings are still another cell
   assert common.run_cell(root, "bpr/seed0", config, {"method": "bpr", "seed": 1}, "tiny") is None
   assert "[stale] bpr/seed0: trained with seed=0 (asked 1)" in capsys.readouterr().out
+  # another runner asking for the same computation (a grid point at the config's own lr) reads
+  # the recorded cell, its twin; another lr or seed is not the same computation
+  lr = common.cell_fields(common.cell_args(config, {}, "tiny"))["optim.lr"]
+  groot = str(base / "runs" / "grid" / "synthetic_mf" / "bpr")
+  assert common.twin_of(os.path.join(groot, "x", "seed0"), config,
+                        {"optim.lr": lr * 2, "method": "bpr", "seed": 0}, "tiny") == ""
+  assert common.twin_of(os.path.join(groot, "x", "seed0"), config,
+                        {"optim.lr": lr, "method": "bpr", "seed": 1}, "tiny") == ""
+  got = common.run_cell(groot, "x/seed0", config, {"optim.lr": lr, "method": "bpr", "seed": 0}, "tiny")
+  assert got == first and "[twin] x/seed0: the same config finished as" in capsys.readouterr().out
+  copy = json.loads(open(os.path.join(groot, "x", "seed0", "cell.json")).read())
+  assert copy["twin_of"] == str(rec) and f"--config.optim.lr={lr}" in copy["command"]
+  assert (base / "results" / "cells" / "grid" / "synthetic_mf" / "bpr" / "x" / "seed0"
+          / "metrics.json").exists()
+  assert common.stale_cell(os.path.join(groot, "x", "seed0")) == ""
   shutil.rmtree(base / "runs")
   assert table1.main(["--datasets=synthetic", "--backbones=mf", "--methods=bpr", "--seeds=0",
                       "--budget=tiny", f"--root={base / 'runs' / 't1'}", "--report-only"]) == 0
