@@ -157,6 +157,15 @@ STEPS = [
     # --- steps below wait for their configs' tuning (`untuned`): after the two grids above, set
     # lr / L2 and TUNED in configs/{gowalla,amazon_cd}_mf.py and TIL-MI's pre-training per
     # dataset (the tuned cell's epoch_94pct) in configs/default.py DATASET_BUDGETS ---
+    # Gowalla and Amazon-CD x MF: the row's methods' own knobs on seed 0, one point beside each
+    # default along the axis that moved valid most on lastfm (PRIS: K 5 there, 100 the default;
+    # TIL-UI: gen_lr; TIL-MI: gamma). The default point is the row's seed-0 cell (a twin: trained
+    # once), so a knob left at its default costs one cell; set the winner in the config before
+    # the row runs.
+    *[_grid(f"{d}-mf-{m}-knobs", d, "mf", m, g, root=r) for d in ("gowalla", "amazon-cd")
+      for m, g, r in (("pris", "baselines.pris_clusters=100,5", "grid_baselines"),
+                      ("til_ui", "til.gen_lr=1e-3,1e-2", "grid"),
+                      ("til_mi", "til.gamma=1e-4,1e-2", "grid"))],
     # Gowalla and Amazon-CD x MF rows (#16 items 2 and 3)
     _table1("gowalla-mf-table1", "gowalla", "mf", "bpr,pris,til_ui,til_mi"),
     _table1("amazon-cd-mf-table1", "amazon-cd", "mf", "bpr,pris,til_ui,til_mi"),
@@ -246,14 +255,16 @@ def progress(step: tuple, runs: str) -> str:
 
 
 def untuned(step: tuple) -> list[str]:
-  """What a step needs tuned first: a Table 1 row, a figure or an importance study trains only
-  with a configs/<dataset>_<backbone>.py that names the grid that tuned its BPR lr and L2
-  (`TUNED`), and TIL-MI only on a dataset whose pre-training is measured (configs/default.py
-  DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
+  """What a step needs tuned first: a Table 1 row, a figure, an importance study or a grid of
+  another method than BPR trains only with a configs/<dataset>_<backbone>.py that names the
+  grid that tuned its BPR lr and L2 (`TUNED`), and TIL-MI only on a dataset whose pre-training
+  is measured (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
   _, module, a = _step_args(step)
   if module == "experiments.table1":
     pairs = [(d, b) for d in a["datasets"].split(",") for b in a["backbones"].split(",")]
     mi = any(m in ("til_mi", "til_mik") for m in a["methods"].split(","))
+  elif module == "experiments.grid" and a["method"] != "bpr":  # at BPR's tuned lr and L2
+    pairs, mi = [(a["dataset"], a["backbone"])], a["method"] in ("til_mi", "til_mik")
   elif module in ("experiments.figures", "experiments.importance_study"):
     pairs = [(a["dataset"], a.get("backbone", "mf"))]
     mi = module == "experiments.figures" and a.get("fig") in ("3", "5")
@@ -314,6 +325,8 @@ def main(argv=None) -> int:
   p.add_argument("--list", action="store_true", help="print the steps and their commands")
   p.add_argument("--from", dest="first", default=NAMES[0], choices=NAMES)
   p.add_argument("--to", dest="last", default=NAMES[-1], choices=NAMES)
+  p.add_argument("--only", default="", help="NAME,NAME,...: these steps alone, in list order "
+                 "(e.g. to bring back the cells of earlier steps on a new checkout)")
   p.add_argument("--runs", default="runs", help="the cells' base folder")
   p.add_argument("--results", default="results", help="where the grid CSVs go")
   p.add_argument("--rerun-stale", action="store_true",
@@ -329,13 +342,18 @@ def main(argv=None) -> int:
   lo, hi = NAMES.index(a.first), NAMES.index(a.last)
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")
-  steps = STEPS[lo:hi + 1]
+  picked = [n for n in a.only.split(",") if n]
+  unknown = [n for n in picked if n not in NAMES]
+  if unknown:
+    p.error(f"--only: no step {', '.join(unknown)} (see --list)")
+  numbered = [(i, s) for i, s in enumerate(STEPS, 1)
+              if (s[0] in picked if picked else lo <= i - 1 <= hi)]
   # finished cells are recorded in <results>/cells/ and come back from there into a new
   # checkout's empty runs folder (experiments.ledger)
   ledger.configure(a.runs, a.results)
   ledger.sync(a.runs)
   if a.list:
-    for i, step in enumerate(steps, lo + 1):
+    for i, step in numbered:
       waits = untuned(step)
       print(f"{i:2d}. {step[0]}: {progress(step, a.runs)}"
             + (f" (waits for tuning: {'; '.join(waits)})" if waits else "")
@@ -345,9 +363,10 @@ def main(argv=None) -> int:
   failed, rerun = [], common.RERUN_STALE
   common.UNTIL = until
   try:
-    for i, step in enumerate(steps, lo + 1):
+    for i, step in numbered:
       if until is not None and time.time() >= until:
-        print(f"[until] campaign: past {a.until}; steps {i}-{hi + 1} not started", flush=True)
+        print(f"[until] campaign: past {a.until}; step {i} and those after it not started",
+              flush=True)
         break
       rc = _run_step(i, step, a)
       if rc:

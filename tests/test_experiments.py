@@ -505,6 +505,14 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
       "configs/ml100k_mf.py has no TUNED"]
   assert campaign.untuned(campaign._importance("i", "ml100k", "clean", "bpr")) == [
       "configs/ml100k_mf.py has no TUNED"]
+  # a grid of another method runs at BPR's tuned lr and L2: it waits too (TIL-MI also for the
+  # pre-training); BPR's own grids never do
+  assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "pris", "baselines.pris_clusters=5")) == [
+      "configs/ml100k_mf.py has no TUNED"]
+  assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "til_mi", "til.gamma=1e-2")) == [
+      "configs/ml100k_mf.py has no TUNED", "DATASET_BUDGETS has no ml100k pre-training"]
+  assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "bpr", "optim.lr=1e-3")) == []
+  assert campaign.untuned(step["lastfm-mf-til-ui-grid"]) == []
   steps = [step["lastfm-mf-bpr-grid"], row, step["lastfm-mf-fig3"]]
   monkeypatch.setattr(campaign, "STEPS", steps)
   monkeypatch.setattr(campaign, "NAMES", [s[0] for s in steps])
@@ -513,6 +521,13 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
     monkeypatch.setattr(importlib.import_module(module), "main", lambda argv: calls.append(argv) or 0)
   assert campaign.main(["--runs=/R", "--results=/S"]) == 1
   assert len(calls) == 2  # the grid and the figure; the row waits
+  # --only: the named steps alone, in list order; an unknown name is a usage error
+  calls.clear()
+  assert campaign.main(["--only=lastfm-mf-fig3,lastfm-mf-bpr-grid", "--runs=/R", "--results=/S"]) == 0
+  assert [a[0] for a in calls] == ["--dataset=lastfm", "--fig=3"]
+  with pytest.raises(SystemExit) as e:
+    campaign.main(["--only=no-such-step", "--runs=/R", "--results=/S"])
+  assert e.value.code == 2
   assert "ml100k-row: waits for tuning (configs/ml100k_mf.py has no TUNED" in capsys.readouterr().out
 
 
