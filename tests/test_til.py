@@ -219,6 +219,52 @@ def test_soft_assignment_target_and_kl_match_numpy():
                                   q.argmax(1))
 
 
+def test_cluster_kl_from_log_q_matches_numpy_and_finite_differences():
+  """clustering.cluster_kl (what TIL-MI's step differentiates, from log Q): Eq. 9 against NumPy
+  in float64, its gradient in x and the centres against central differences, the batch
+  estimate (valid rows, times n_items) against the sampled kl_loss, and finite where Q
+  underflows (log(softmax + 1e-30) saturates there)."""
+  rng = np.random.default_rng(5)
+  x, c, tau = rng.normal(size=(9, 3)), rng.normal(size=(4, 3)), 2.0
+  d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+
+  def numpy_kl(x, c, t):
+    d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    q = (1 + d2 / tau) ** (-(tau + 1) / 2)
+    q /= q.sum(1, keepdims=True)
+    return (t * np.log(t / q)).sum()
+  q = (1 + d2 / tau) ** (-(tau + 1) / 2)
+  q /= q.sum(1, keepdims=True)
+  t = q ** 2 / q.sum(0)
+  t /= t.sum(1, keepdims=True)
+  t = 0.7 * t + 0.3 * np.roll(t, 1, axis=1)  # a target that is not Q's own, so the gradient is not 0
+  with jax.enable_x64(True):
+    xj, cj, tj = jnp.asarray(x), jnp.asarray(c), jnp.asarray(t)
+    np.testing.assert_allclose(float(clustering.cluster_kl(tj, xj, cj, tau)), numpy_kl(x, c, t),
+                               rtol=1e-10)
+    np.testing.assert_allclose(float(clustering.cluster_kl(tj, xj, cj, tau, "mean")),
+                               numpy_kl(x, c, t) / 9, rtol=1e-10)
+    gx, gc = jax.grad(lambda a, b: clustering.cluster_kl(tj, a, b, tau), argnums=(0, 1))(xj, cj)
+    eps = 1e-6
+    for arr, g, which in ((x, gx, 0), (c, gc, 1)):
+      for idx in ((0, 0), (3, 2), (arr.shape[0] - 1, 1)):
+        up, dn = arr.copy(), arr.copy()
+        up[idx] += eps
+        dn[idx] -= eps
+        args = lambda a: (a, c, t) if which == 0 else (x, a, t)
+        fd = (numpy_kl(*args(up)) - numpy_kl(*args(dn))) / (2 * eps)
+        np.testing.assert_allclose(float(g[idx]), fd, rtol=1e-6, atol=1e-9)
+    valid = jnp.asarray([True, False, True, True, False, True, True, True, False])
+    want = clustering.kl_loss_sampled(tj, clustering.soft_assignment(xj, cj, tau), valid, 100)
+    np.testing.assert_allclose(float(clustering.cluster_kl(tj, xj, cj, tau, "sum", valid, 100)),
+                               float(want), rtol=1e-10)
+  far = jnp.asarray([[0.0, 0.0], [1e9, 0.0]], jnp.float32)   # Q of the far centre: ~1e-18 ** 2
+  centres = jnp.asarray([[0.0, 0.0], [1e9, 1.0]], jnp.float32)
+  t = jnp.full((2, 2), 0.5, jnp.float32)
+  g = jax.grad(lambda c: clustering.cluster_kl(t, far, c))(centres)
+  assert np.isfinite(float(clustering.cluster_kl(t, far, centres))) and np.all(np.isfinite(g))
+
+
 def test_kl_decreases_on_fixed_embeddings():
   x = jax.random.normal(jax.random.key(0), (200, 8))
   centres = clustering.kmeans(jax.random.key(1), x, 5, iters=3)

@@ -234,13 +234,13 @@ def cluster_loss(model, params, ctx, settings: TILSettings) -> jax.Array:
     return jnp.zeros(())
   _, items = model.represent(params["model"], ctx["graph"])
   if "kl_items" not in ctx:
-    q = clustering.soft_assignment(items, params["centres"], settings.tau)
-    return settings.gamma * clustering.kl_loss(ctx["target"], q, settings.kl_reduction)
+    return settings.gamma * clustering.cluster_kl(ctx["target"], items, params["centres"],
+                                                  settings.tau, settings.kl_reduction)
   ids, valid = ctx["kl_items"]
   take = lambda x: jnp.take(x, ids, axis=0, mode="fill", fill_value=0)
-  q = clustering.soft_assignment(take(items), params["centres"], settings.tau)
-  return settings.gamma * clustering.kl_loss_sampled(take(ctx["target"]), q, valid, model.n_items,
-                                                     settings.kl_reduction)
+  return settings.gamma * clustering.cluster_kl(take(ctx["target"]), take(items), params["centres"],
+                                                settings.tau, settings.kl_reduction, valid,
+                                                model.n_items)
 
 
 def batch_items(batch, n_items: int) -> tuple[jax.Array, jax.Array]:
