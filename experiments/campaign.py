@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -25,17 +26,21 @@ CONVERGED = "--budget=converged"
 SEEDS3 = "--seeds=0,1,2"
 LASTFM_MF = ["--dataset=lastfm", "--backbone=mf", CONVERGED]
 BASELINES = "aobpr,wbpr,pris,tce,rce,tce_bpr,rce_bpr"
-RERUN = "rerun-stale"  # a step's 4th element: its stale cells are rerun
+RERUN = "rerun-stale"  # a step mark: its stale cells are rerun
+TUNES = "tunes"  # a step mark: a grid whose choice the config must name (TUNED) before the rows
 
 
 def _grid(name: str, dataset: str, backbone: str, method: str, grid: str, seeds: str = "0",
-          root: str = "grid", out: str = "", fixed: str = "", rerun_stale: bool = False) -> tuple:
+          root: str = "grid", out: str = "", fixed: str = "", rerun_stale: bool = False,
+          tunes: bool = False) -> tuple:
+  """tunes: the config's TUNED must name this grid's CSV before a row, figure or importance
+  study of its (dataset, backbone) runs, and before the other methods' grids if it is BPR's."""
   out = out or f"grid_{common.group(dataset, backbone)}_{method}.csv"
   return (name, "experiments.grid",
           [f"--dataset={dataset}", f"--backbone={backbone}", f"--method={method}", CONVERGED,
            f"--grid={grid}", f"--seeds={seeds}", f"--root={{runs}}/{root}",
            f"--out={{results}}/{out}"] + ([f"--fixed={fixed}"] if fixed else [])
-          ) + ((RERUN,) if rerun_stale else ())
+          ) + ((RERUN,) if rerun_stale else ()) + ((TUNES,) if tunes else ())
 
 
 def _table1(name: str, dataset: str, backbone: str, methods: str, rerun_stale: bool = False) -> tuple:
@@ -148,8 +153,10 @@ STEPS = [
           root="grid_l2fine", out="grid_lastfm_mf_til_mi_l2fine.csv", rerun_stale=True),
     # Gowalla and Amazon-CD x MF: BPR's grid, pruned by the lastfm evidence (L2 <= 1e-3 all
     # equal there) and by #16's measurement (lr 1e-2 peaks by epoch 10 on Gowalla, then falls)
-    _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
-    _grid("amazon-cd-mf-bpr-grid", "amazon-cd", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2"),
+    _grid("gowalla-mf-bpr-grid", "gowalla", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2",
+          tunes=True),
+    _grid("amazon-cd-mf-bpr-grid", "amazon-cd", "mf", "bpr", "optim.lr=3e-3,1e-3;optim.l2=1e-4,1e-2",
+          tunes=True),
     # lastfm x MF, Figures 3 (Noisy-Pos / Noisy-Neg / both; the clean runs are the row's) and 5
     # (TIL-MI's K; K 60 is the row's cell), 3 seeds
     _figure("lastfm-mf-fig3", "3", "lastfm", "mf", "--methods=bpr,pris,tce_bpr,til_ui,til_mi"),
@@ -159,10 +166,10 @@ STEPS = [
     # dataset (the tuned cell's epoch_94pct) in configs/default.py DATASET_BUDGETS ---
     # Gowalla and Amazon-CD x MF: the row's methods' own knobs on seed 0, one point beside each
     # default along the axis that moved valid most on lastfm (PRIS: K 5 there, 100 the default;
-    # TIL-UI: gen_lr; TIL-MI: gamma). The default point is the row's seed-0 cell (a twin: trained
-    # once), so a knob left at its default costs one cell; set the winner in the config before
-    # the row runs.
-    *[_grid(f"{d}-mf-{m}-knobs", d, "mf", m, g, root=r) for d in ("gowalla", "amazon-cd")
+    # TIL-UI: gen_lr; TIL-MI: gamma). The winner's cell is the row's seed-0 cell (a twin: trained
+    # once), so a screen costs one cell beyond the row; the row waits until the config sets the
+    # winner and names the screen in TUNED.
+    *[_grid(f"{d}-mf-{m}-knobs", d, "mf", m, g, root=r, tunes=True) for d in ("gowalla", "amazon-cd")
       for m, g, r in (("pris", "baselines.pris_clusters=100,5", "grid_baselines"),
                       ("til_ui", "til.gen_lr=1e-3,1e-2", "grid"),
                       ("til_mi", "til.gamma=1e-4,1e-2", "grid"))],
@@ -176,8 +183,8 @@ STEPS = [
                   "bpr,til_ui,loss_inputs,neg4_softmax_t10,bpr_neg4,bpr_scaled", table1=True,
                   seeds="--seeds=0") for d in ("gowalla", "amazon-cd")],
     # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's, then the rows
-    _grid("lastfm-neumf-bpr-grid", "lastfm", "neumf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
-    _grid("lastfm-mgccf-bpr-grid", "lastfm", "mgccf", "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
+    *[_grid(f"lastfm-{b}-bpr-grid", "lastfm", b, "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2",
+            tunes=True) for b in ("neumf", "mgccf")],
     _table1("lastfm-neumf-table1", "lastfm", "neumf", "bpr,pris,til_ui,til_mi"),
     _table1("lastfm-mgccf-table1", "lastfm", "mgccf", "bpr,pris,til_ui,til_mi"),
 ]
@@ -255,24 +262,37 @@ def progress(step: tuple, runs: str) -> str:
 
 
 def untuned(step: tuple) -> list[str]:
-  """What a step needs tuned first: a Table 1 row, a figure, an importance study or a grid of
-  another method than BPR trains only with a configs/<dataset>_<backbone>.py that names the
-  grid that tuned its BPR lr and L2 (`TUNED`), and TIL-MI only on a dataset whose pre-training
-  is measured (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
+  """What a step needs tuned first. A Table 1 row, a figure, an importance study or a grid of
+  another method than BPR trains only with a configs/<dataset>_<backbone>.py whose `TUNED` names
+  the grids that tuned it: at least one, and every grid step of its pair marked TUNES (for a
+  grid: BPR's). TIL-MI trains only on a dataset whose pre-training is measured
+  (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
   _, module, a = _step_args(step)
+  gates = [g for g in STEPS if TUNES in g[3:] and g[0] != step[0]]
   if module == "experiments.table1":
     pairs = [(d, b) for d in a["datasets"].split(",") for b in a["backbones"].split(",")]
     mi = any(m in ("til_mi", "til_mik") for m in a["methods"].split(","))
   elif module == "experiments.grid" and a["method"] != "bpr":  # at BPR's tuned lr and L2
     pairs, mi = [(a["dataset"], a["backbone"])], a["method"] in ("til_mi", "til_mik")
+    gates = [g for g in gates if _step_args(g)[2]["method"] == "bpr"]
   elif module in ("experiments.figures", "experiments.importance_study"):
     pairs = [(a["dataset"], a.get("backbone", "mf"))]
     mi = module == "experiments.figures" and a.get("fig") in ("3", "5")
   else:
     return []
   # the files as they are now (common.config_module): a campaign outlives their edits
-  need = [f"{path} has no TUNED" for path in (common.config_path(d, b) for d, b in pairs)
-          if not getattr(common.config_module(path), "TUNED", None)]
+  need = []
+  for d, b in pairs:
+    path = common.config_path(d, b)
+    tuned = {os.path.basename(t) for t in getattr(common.config_module(path), "TUNED", None) or ()}
+    if not tuned:
+      need.append(f"{path} has no TUNED")
+      continue
+    for g in gates:
+      _, _, ga = _step_args(g)
+      out = os.path.basename(ga["out"])
+      if (ga["dataset"], ga["backbone"]) == (d, b) and out not in tuned:
+        need.append(f"{path} TUNED does not name {out} ({g[0]})")
   budgets = common.config_module("configs/default.py").DATASET_BUDGETS.get("converged", {})
   return need + [f"DATASET_BUDGETS has no {d} pre-training" for d in sorted({d for d, _ in pairs})
                  if mi and "til.pretrain_epochs" not in budgets.get(d, {})]
@@ -311,13 +331,16 @@ def _run_step(i: int, step: tuple, a) -> int | None:
 
 
 def parse_until(text: str, now: float | None = None) -> float:
-  """time.time() of `HH:MM` today (local time) or of `YYYY-MM-DDTHH:MM`."""
+  """time.time() of the next `HH:MM` (local time: today's, or tomorrow's once today's has
+  passed) or of `YYYY-MM-DDTHH:MM`."""
   import datetime
   if "T" in text:
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M").timestamp()
   hm = datetime.datetime.strptime(text, "%H:%M")
-  day = datetime.datetime.fromtimestamp(time.time() if now is None else now)
-  return day.replace(hour=hm.hour, minute=hm.minute, second=0, microsecond=0).timestamp()
+  now = time.time() if now is None else now
+  day = datetime.datetime.fromtimestamp(now)
+  at = day.replace(hour=hm.hour, minute=hm.minute, second=0, microsecond=0)
+  return (at if at.timestamp() > now else at + datetime.timedelta(days=1)).timestamp()
 
 
 def main(argv=None) -> int:
@@ -343,6 +366,8 @@ def main(argv=None) -> int:
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")
   picked = [n for n in a.only.split(",") if n]
+  if picked and (a.first != NAMES[0] or a.last != NAMES[-1]):
+    p.error("--only names the steps itself: leave out --from / --to")
   unknown = [n for n in picked if n not in NAMES]
   if unknown:
     p.error(f"--only: no step {', '.join(unknown)} (see --list)")

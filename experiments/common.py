@@ -63,6 +63,8 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   done = os.path.join(workdir, "metrics.json")
   ledger.restore(workdir)  # a cell finished in an earlier checkout (results/cells/)
   stale = stale_reason(workdir, config, overrides, budget)
+  if stale and RERUN_STALE and train and _past_until(cell):
+    return None
   if stale and RERUN_STALE and train:
     kept = os.path.join(root, "_stale", f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(kept), exist_ok=True)
@@ -77,7 +79,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
     ledger.save(workdir)  # (a cell finished before the record existed)
     with open(done) as f:
       return json.load(f)
-  twin = twin_of(workdir, config, overrides, budget)
+  twin = twin_of(workdir, config, overrides, budget) if train else ""
   if twin:  # the same computation, finished for another runner (e.g. a grid's tuned point)
     ledger.copy_cell(twin, workdir, {"commit": cell_commit(twin), "twin_of": twin,
                                      "command": cell_command(config, workdir, overrides, budget)[1:]})
@@ -87,9 +89,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if not train:
     print(f"[missing] {cell}: not finished; left out", flush=True)
     return None
-  if UNTIL is not None and time.time() >= UNTIL:
-    print(f"[until] {cell}: not started, past {time.strftime('%H:%M', time.localtime(UNTIL))}",
-          flush=True)
+  if _past_until(cell):
     return None
   os.makedirs(workdir, exist_ok=True)
   cmd = cell_command(config, workdir, overrides, budget)
@@ -103,7 +103,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if rc != 0 or not os.path.exists(done):
     print(f"[fail] {cell}: exit {rc}; see {workdir}/run.log", flush=True)
     return None
-  ledger.save(workdir)
+  ledger.save(workdir, overwrite=True)
   with open(done) as f:
     m = json.load(f)
   print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
@@ -111,22 +111,65 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   return m
 
 
+def _past_until(cell: str) -> bool:
+  if UNTIL is None or time.time() < UNTIL:
+    return False
+  print(f"[until] {cell}: not started, past {time.strftime('%H:%M', time.localtime(UNTIL))}",
+        flush=True)
+  return True
+
+
 def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:
   """A recorded finished cell (results/cells/...) that computed what this unstarted cell under
-  runs/ would: the same whole-config identity and run length (stale_reason's test), or ''.
-  A cell is trained once whichever runner asks for it first."""
-  if ledger.record_of(workdir) is None or os.path.exists(os.path.join(workdir, "config.json")):
+  runs/ would: the same whole-config identity and run length (stale_reason's test) and the same
+  fields that shape its files beyond the metrics (_FILE_FIELDS), or ''. A cell is trained once
+  whichever runner asks for it first. An unreadable record is passed over with a line."""
+  mine = ledger.record_of(workdir)
+  if mine is None or os.path.exists(os.path.join(workdir, "config.json")):
     return ""
-  new = None
+  new = cell_fields(cell_args(config, overrides, budget))
+  if new is None:
+    return ""
   for rec in ledger.finished_records():
-    if rec == ledger.record_of(workdir):
+    if rec == mine:
       continue
-    new = new or cell_fields(cell_args(config, overrides, budget))
-    if new is None:
-      return ""
-    if not _differs(rec, new):
-      return rec
+    try:
+      saved = _saved_config(rec)
+      if _file_fields(saved.get("config", {})) == new["_files"] and not _differs(rec, new):
+        return rec
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      print(f"[ledger] {rec}: unreadable record ({type(e).__name__}: {e}); passed over", flush=True)
   return ""
+
+
+# Fields config_check.VOLATILE leaves out of a run's identity that still decide what a cell's
+# files hold (the weights' AUROC lines in metrics.jsonl, an embeddings export): a twin matches them.
+_FILE_FIELDS = ("eval.weight_auroc", "export_embeddings")
+
+
+def _file_fields(config: dict) -> dict:
+  out = {}
+  for k in _FILE_FIELDS:
+    node = config
+    for part in k.split("."):
+      node = node.get(part) if isinstance(node, dict) else None
+    out[k] = node
+  return out
+
+
+_SAVED: dict = {}
+
+
+def _saved_config(workdir: str) -> dict:
+  """A cell's config.json, parsed once per process while the file is unchanged (twin_of reads
+  every record's for every unstarted cell)."""
+  path = os.path.join(workdir, "config.json")
+  st = os.stat(path)
+  key = (st.st_mtime_ns, st.st_size)
+  if _SAVED.get(path, (None,))[0] != key:
+    with open(path) as f:
+      _SAVED[path] = (key, json.load(f))
+  return _SAVED[path][1]
 
 
 def cell_commit(workdir: str) -> str:
@@ -250,8 +293,8 @@ def epochs_to_fraction(workdir: str, fraction: float, metric: str = "recall@20")
 
 
 def _differs(workdir: str, new: dict) -> str:
-  with open(os.path.join(workdir, "config.json")) as f:
-    saved = json.load(f)
+  saved = _saved_config(workdir)
+  new = {k: v for k, v in new.items() if k != "_files"}
   old = config_check.completed(saved.get("identity", {}), new)
   diff = config_check.identity_diff(old, {k: v for k, v in new.items() if k not in _RUN_LENGTH})
   for k in _RUN_LENGTH:
@@ -320,7 +363,8 @@ def cell_fields(config_args: list[str]) -> dict | None:
       fv(argv)
       c = fv.config
       _FIELDS[key] = {**config_check.identity(c), "budget": c.budget,
-                      "train.epochs": c.train.epochs, "train.patience": c.train.patience}
+                      "train.epochs": c.train.epochs, "train.patience": c.train.patience,
+                      "_files": _file_fields(json.loads(c.to_json_best_effort()))}
     except Exception as e:  # noqa: BLE001 - an unparsable command is the run's error to report
       print(f"[unchecked] {argv[1]}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}", flush=True)

@@ -56,12 +56,15 @@ def _read(path: str) -> bytes | None:
 
 
 def _write(path: str, data: bytes) -> None:
-  """Atomically, gzipped (reproducibly: no name or time in the header) if the name ends .gz."""
+  """Atomically (a temp file of its own, so two writers never share one), gzipped
+  (reproducibly: no name or time in the header) if the name ends .gz."""
+  import tempfile
   if path.endswith(".gz"):
     data = gzip.compress(data, compresslevel=9, mtime=0)
-  with open(path + ".tmp", "wb") as f:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  with os.fdopen(fd, "wb") as f:
     f.write(data)
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
 
 
 def _copy(src_dir: str, dst_dir: str, to_record: bool) -> bool:
@@ -78,20 +81,32 @@ def _copy(src_dir: str, dst_dir: str, to_record: bool) -> bool:
   return wrote
 
 
-def save(workdir: str) -> bool:
-  """Records a finished cell (one with metrics.json); True if its record changed."""
+def save(workdir: str, overwrite: bool = False) -> bool:
+  """Records a finished cell (one with metrics.json); True if its record changed. A record of
+  other results at the same path is kept (with a `[ledger] conflict` line) unless `overwrite`:
+  only the run that just finished the cell (common.run_cell) replaces it."""
   rec = record_of(workdir)
   if rec is None or not os.path.exists(os.path.join(workdir, "metrics.json")):
     return False
+  if (not overwrite and finished(rec)
+      and _read(os.path.join(rec, "metrics.json")) != _read(os.path.join(workdir, "metrics.json"))):
+    print(f"[ledger] conflict: {workdir} and its record {rec} hold other results; the record is "
+          "kept (move one away to choose)", flush=True)
+    return False
   return _copy(workdir, rec, to_record=True)
+
+
+def finished(rec: str) -> bool:
+  """Whether a record folder holds a whole finished cell: the command, the config (which every
+  identity check reads) and the final metrics."""
+  return all(os.path.exists(os.path.join(rec, n)) for n in ("cell.json", "config.json", "metrics.json"))
 
 
 def restore(workdir: str) -> bool:
   """Brings a recorded cell back into a workdir that has no run of its own (no config.json: an
   interrupted run is left to resume); True if it did."""
   rec = record_of(workdir)
-  if (rec is None or not os.path.exists(os.path.join(rec, "metrics.json"))
-      or os.path.exists(os.path.join(workdir, "config.json"))):
+  if rec is None or not finished(rec) or os.path.exists(os.path.join(workdir, "config.json")):
     return False
   return _copy(rec, workdir, to_record=False)
 
@@ -107,8 +122,8 @@ def retire(workdir: str, kept: str) -> None:
 
 def finished_records() -> list[str]:
   """The record folders of every finished cell (not the retired ones under _stale/), sorted."""
-  return sorted(os.path.join(LEDGER, rel) for rel in _cells_under(LEDGER)
-                if "_stale" not in rel.split(os.sep))
+  return sorted(rec for rec in (os.path.join(LEDGER, rel) for rel in _cells_under(LEDGER))
+                if finished(rec))
 
 
 def copy_cell(record: str, workdir: str, cell_json: dict) -> None:
@@ -120,12 +135,20 @@ def copy_cell(record: str, workdir: str, cell_json: dict) -> None:
   save(workdir)
 
 
+_SKIP = ("checkpoints", "best", "tensorboard", "embeddings", "_stale")
+
+
 def _cells_under(base: str) -> list[str]:
-  """Every folder under `base` (relative to it) that holds a metrics.json."""
+  """Every folder under `base` (relative to it) that holds a metrics.json; not inside a cell
+  (its checkpoints, ...) nor under _stale/ (retired cells stay where they are)."""
   out = []
-  for here, _, files in os.walk(base):
-    if "metrics.json" in files:
-      out.append(os.path.relpath(here, base))
+  for here, dirs, files in os.walk(base):
+    if "metrics.json" in files or "config.json" in files:
+      dirs[:] = []  # a cell folder: nothing below it is another cell
+      if "metrics.json" in files:
+        out.append(os.path.relpath(here, base))
+    else:
+      dirs[:] = [d for d in dirs if d not in _SKIP]
   return out
 
 
@@ -134,7 +157,10 @@ def sync(*roots: str) -> tuple[int, int]:
   (saved, restored). Prints one line when anything moved."""
   saved = restored = 0
   for root in roots:
-    rec = record_of(root) if root else None
+    if not root:
+      continue
+    same = os.path.abspath(root) == os.path.abspath(RUNS)
+    rec = LEDGER if same else record_of(root)
     if rec is None:
       continue
     for rel in _cells_under(rec):

@@ -96,6 +96,8 @@ def main(argv=None) -> int:
   p.add_argument("--importance-root", default="runs/importance_converged",
                  help="holds one folder per dataset (importance_study --root=<this>/<dataset>)")
   p.add_argument("--results", default="results")
+  p.add_argument("--runs", default="runs", help="the cells' base folder (their record: "
+                 "<--results>/cells/<path under it>)")
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--grid-root", default="runs/grid_l2fine",
                  help="cells of the --points (experiments.grid --root=<this>)")
@@ -104,14 +106,18 @@ def main(argv=None) -> int:
   p.add_argument("--allow-fewer", action="store_true",
                  help="replace a table by one with fewer rows (e.g. cells left out as stale)")
   a = p.parse_args(argv)
+  for spec in [x for x in a.points.split(",") if x]:
+    group, _, fv = spec.partition(":")
+    if not (group and fv.partition("=")[0] and fv.partition("=")[2]):
+      p.error(f"--points: {spec!r} is not GROUP:FIELD=VALUE")
   os.makedirs(a.results, exist_ok=True)
-  ledger.configure(ledger.RUNS, a.results)
+  ledger.configure(a.runs, a.results)
   ledger.sync(a.table1_root, a.figures_root, a.importance_root, a.grid_root)
   # Written to a staging folder first, moved into place only if no table would lose rows: a
   # checkout that lacks cells (their record missing) must not overwrite the tables made from them.
   stage = tempfile.mkdtemp(prefix=".report-", dir=a.results)
   try:
-    write_all(a, stage, p)
+    write_all(a, stage)
     shrunk = [f"{rel}: {old} rows there, {new} from the finished cells"
               for rel, old, new in _shrinking(stage, a.results)]
     if shrunk and not a.allow_fewer:
@@ -150,7 +156,7 @@ def _shrinking(stage: str, results: str) -> list[tuple[str, int, int]]:
   return out
 
 
-def write_all(a, results: str, p) -> None:
+def write_all(a, results: str) -> None:
   """Every table and figure of the finished cells into the folder `results`."""
   csv = os.path.join(results, "table1_converged.csv")
   table1.main([f"--root={a.table1_root}", "--budget=converged", "--report-only", f"--csv={csv}"])
@@ -168,8 +174,6 @@ def write_all(a, results: str, p) -> None:
   for spec in [x for x in a.points.split(",") if x]:
     group, _, fv = spec.partition(":")
     field, _, value = fv.partition("=")
-    if not (group and field and value):
-      p.error(f"--points: {spec!r} is not GROUP:FIELD=VALUE")
     rows, text = point_report(a.grid_root, a.table1_root, group, field, value,
                               list(table1.ALL_METHODS))
     if rows:

@@ -513,6 +513,20 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
       "configs/ml100k_mf.py has no TUNED", "DATASET_BUDGETS has no ml100k pre-training"]
   assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "bpr", "optim.lr=1e-3")) == []
   assert campaign.untuned(step["lastfm-mf-til-ui-grid"]) == []
+  # a grid marked TUNES gates its pair: the row waits until TUNED names it; another method's
+  # grid waits only for BPR's marked grids
+  gates = [campaign._grid("lastfm-mf-bpr-x", "lastfm", "mf", "bpr", "optim.lr=1e-3", out="grid_x.csv",
+                          tunes=True),
+           campaign._grid("lastfm-mf-pris-y", "lastfm", "mf", "pris", "baselines.pris_clusters=5",
+                          out="grid_y.csv", tunes=True)]
+  monkeypatch.setattr(campaign, "STEPS", [*campaign.STEPS, *gates])
+  assert campaign.untuned(step["lastfm-mf-table1"]) == [
+      "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)",
+      "configs/lastfm_mf.py TUNED does not name grid_y.csv (lastfm-mf-pris-y)"]
+  assert campaign.untuned(gates[1]) == [
+      "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)"]
+  assert campaign.untuned(gates[0]) == []
+  assert campaign.untuned(step["lastfm-lightgcn-table1"]) == []   # another pair
   steps = [step["lastfm-mf-bpr-grid"], row, step["lastfm-mf-fig3"]]
   monkeypatch.setattr(campaign, "STEPS", steps)
   monkeypatch.setattr(campaign, "NAMES", [s[0] for s in steps])
@@ -525,9 +539,10 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
   calls.clear()
   assert campaign.main(["--only=lastfm-mf-fig3,lastfm-mf-bpr-grid", "--runs=/R", "--results=/S"]) == 0
   assert [a[0] for a in calls] == ["--dataset=lastfm", "--fig=3"]
-  with pytest.raises(SystemExit) as e:
-    campaign.main(["--only=no-such-step", "--runs=/R", "--results=/S"])
-  assert e.value.code == 2
+  for bad in (["--only=no-such-step"], ["--only=lastfm-mf-fig3", "--from=lastfm-mf-fig3"]):
+    with pytest.raises(SystemExit) as e:
+      campaign.main(bad + ["--runs=/R", "--results=/S"])
+    assert e.value.code == 2
   assert "ml100k-row: waits for tuning (configs/ml100k_mf.py has no TUNED" in capsys.readouterr().out
 
 
@@ -541,6 +556,7 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
   now = datetime.datetime(2026, 12, 2, 3, 30).timestamp()
   assert campaign.parse_until("04:10", now) == datetime.datetime(2026, 12, 2, 4, 10).timestamp()
   assert campaign.parse_until("2026-12-03T01:05") == datetime.datetime(2026, 12, 3, 1, 5).timestamp()
+  assert campaign.parse_until("01:00", now) == datetime.datetime(2026, 12, 3, 1, 0).timestamp()
   with pytest.raises(SystemExit) as e:
     campaign.main(["--until=4pm", "--runs=/R", "--results=/S"])
   assert e.value.code == 2

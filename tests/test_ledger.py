@@ -51,6 +51,25 @@ def test_sync_records_finished_cells_and_brings_them_back(base):
   assert sorted(os.listdir(back)) == ["cell.json", "config.json", "metrics.json", "metrics.jsonl"]
   assert (back / "metrics.jsonl").read_bytes() == log
   assert common.valid_curve(str(back)) == [(1, 0.2)]
+  # the whole runs folder at once (the campaign's sync), and nothing inside a cell is a cell
+  shutil.rmtree(runs)
+  assert ledger.sync(str(runs)) == (0, 1) and (back / "metrics.json").exists()
+  os.makedirs(back / "checkpoints" / "10")
+  (back / "checkpoints" / "10" / "metrics.json").write_text("{}")
+  assert ledger.sync(str(runs)) == (0, 0)
+  assert not (rec / "grid" / "a" / "seed0" / "checkpoints").exists()
+
+
+def test_a_record_is_kept_against_other_results_unless_its_cell_just_finished(base, capsys):
+  runs, rec = base / "runs", base / "results" / "cells"
+  fake_cell(runs / "t" / "seed0", recall=0.25)
+  assert ledger.save(str(runs / "t" / "seed0"))
+  (runs / "t" / "seed0" / "metrics.json").write_text(json.dumps({"valid": {"recall@20": 0.3}}))
+  assert ledger.sync(str(runs)) == (0, 0)   # another checkout's older cell: the record stays
+  assert "[ledger] conflict" in capsys.readouterr().out
+  assert json.loads((rec / "t" / "seed0" / "metrics.json").read_text())["valid"]["recall@20"] == 0.25
+  assert ledger.save(str(runs / "t" / "seed0"), overwrite=True)   # run_cell, the cell just finished
+  assert json.loads((rec / "t" / "seed0" / "metrics.json").read_text())["valid"]["recall@20"] == 0.3
 
 
 def test_only_cells_under_the_runs_folder_are_recorded(base):
@@ -68,6 +87,10 @@ def test_a_record_without_metrics_is_not_a_finished_cell_and_a_started_run_is_ke
   (rec / "t" / "seed0" / "config.json").write_text("{}")  # a record cut short before metrics.json
   assert not ledger.restore(str(runs / "t" / "seed0"))
   assert not (runs / "t" / "seed0").exists()
+  os.makedirs(rec / "t" / "seed2")   # metrics but no config (nothing could check its identity)
+  (rec / "t" / "seed2" / "metrics.json").write_text("{}")
+  assert not ledger.restore(str(runs / "t" / "seed2"))
+  assert ledger.finished_records() == []
   # a run started in this checkout (config.json, no metrics.json) resumes: the record stays out
   fake_cell(rec / "t" / "seed1")
   os.makedirs(runs / "t" / "seed1")
@@ -122,6 +145,17 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
   assert (base / "results" / "cells" / "grid" / "synthetic_mf" / "bpr" / "x" / "seed0"
           / "metrics.json").exists()
   assert common.stale_cell(os.path.join(groot, "x", "seed0")) == ""
+  # not a twin: another method, noisy data, another budget, a field that shapes the files
+  other = os.path.join(groot, "y", "seed0")
+  for over, budget in (({"method": "tce"}, "tiny"), ({"data.noise": "pos"}, "tiny"),
+                       ({}, "cpu"), ({"eval.weight_auroc": False}, "tiny")):
+    assert common.twin_of(other, config, {"method": "bpr", "seed": 0, **over}, budget) == "", over
+  # an unreadable record is passed over, not fatal
+  bad = base / "results" / "cells" / "zz" / "seed0"
+  fake_cell(bad)
+  (bad / "config.json").write_text("<<<<<<< merge conflict")
+  assert common.twin_of(other, config, {"method": "tce", "seed": 0}, "tiny") == ""
+  assert "unreadable record" in capsys.readouterr().out
   shutil.rmtree(base / "runs")
   assert table1.main(["--datasets=synthetic", "--backbones=mf", "--methods=bpr", "--seeds=0",
                       "--budget=tiny", f"--root={base / 'runs' / 't1'}", "--report-only"]) == 0

@@ -251,18 +251,29 @@ def test_cluster_kl_from_log_q_matches_numpy_and_finite_differences():
         up, dn = arr.copy(), arr.copy()
         up[idx] += eps
         dn[idx] -= eps
-        args = lambda a: (a, c, t) if which == 0 else (x, a, t)
+        args = lambda a, which=which: (a, c, t) if which == 0 else (x, a, t)
         fd = (numpy_kl(*args(up)) - numpy_kl(*args(dn))) / (2 * eps)
         np.testing.assert_allclose(float(g[idx]), fd, rtol=1e-6, atol=1e-9)
-    valid = jnp.asarray([True, False, True, True, False, True, True, True, False])
-    want = clustering.kl_loss_sampled(tj, clustering.soft_assignment(xj, cj, tau), valid, 100)
-    np.testing.assert_allclose(float(clustering.cluster_kl(tj, xj, cj, tau, "sum", valid, 100)),
-                               float(want), rtol=1e-10)
-  far = jnp.asarray([[0.0, 0.0], [1e9, 0.0]], jnp.float32)   # Q of the far centre: ~1e-18 ** 2
-  centres = jnp.asarray([[0.0, 0.0], [1e9, 1.0]], jnp.float32)
+    valid = np.asarray([True, False, True, True, False, True, True, True, False])
+    rows = (t * np.log(t / q)).sum(1)
+    np.testing.assert_allclose(
+        float(clustering.cluster_kl(tj, xj, cj, tau, "sum", jnp.asarray(valid), 100)),
+        rows[valid].mean() * 100, rtol=1e-10)
+  # Where Q underflows (Student-t with tau 100, an item 1e3 from a centre: Q ~ exp(-233)), log Q
+  # from log_softmax is exact; log(Q + 1e-30) stops at -69 and gets the loss wrong.
+  x = jnp.asarray([[0.0, 0.0], [1e3, 0.0]], jnp.float32)
+  centres = jnp.asarray([[0.0, 0.0], [1e3, 1.0]], jnp.float32)
   t = jnp.full((2, 2), 0.5, jnp.float32)
-  g = jax.grad(lambda c: clustering.cluster_kl(t, far, c))(centres)
-  assert np.isfinite(float(clustering.cluster_kl(t, far, centres))) and np.all(np.isfinite(g))
+  xn, cn = np.asarray(x, np.float64), np.asarray(centres, np.float64)
+  logits = -(100 + 1) / 2 * np.log1p(((xn[:, None] - cn[None]) ** 2).sum(-1) / 100)
+  log_q = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+      - logits.max(1, keepdims=True)
+  want = (0.5 * (np.log(0.5) - log_q)).sum()
+  got = float(clustering.cluster_kl(t, x, centres, 100.0))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert abs(float(clustering.kl_loss(t, clustering.soft_assignment(x, centres, 100.0))) - want) > 10
+  g = jax.grad(lambda c: clustering.cluster_kl(t, x, c, 100.0))(centres)
+  assert np.all(np.isfinite(np.asarray(g)))
 
 
 def test_kl_decreases_on_fixed_embeddings():
