@@ -200,7 +200,6 @@ def _cells(step: tuple, runs: str) -> list[tuple[str, tuple | None]]:
   """(workdir, (config, overrides, budget) the runner asks of it, or None where that needs a
   finished reference: the importance study's loss-scale controls) of each cell of a step."""
   import itertools
-  import os
 
   from experiments import figures, grid, importance_study
   _, module, a = _step_args(step, runs)
@@ -253,7 +252,6 @@ def _cells(step: tuple, runs: str) -> list[tuple[str, tuple | None]]:
 def progress(step: tuple, runs: str) -> str:
   """'k/n cells finished' (and how many of those are stale: what the runner would not reuse,
   common.stale_reason, or where that needs a reference run, common.stale_cell)."""
-  import os
   todo = _cells(step, runs)
   done = [(w, q) for w, q in todo if os.path.exists(os.path.join(w, "metrics.json"))]
   stale = sum(bool(common.stale_reason(w, *q) if q else common.stale_cell(w)) for w, q in done)

@@ -63,9 +63,9 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   done = os.path.join(workdir, "metrics.json")
   ledger.restore(workdir)  # a cell finished in an earlier checkout (results/cells/)
   stale = stale_reason(workdir, config, overrides, budget)
-  if stale and RERUN_STALE and train and _past_until(cell):
-    return None
   if stale and RERUN_STALE and train:
+    if _past_until(cell):
+      return None
     kept = os.path.join(root, "_stale", f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(kept), exist_ok=True)
     os.replace(workdir, kept)
@@ -148,13 +148,15 @@ _FILE_FIELDS = ("eval.weight_auroc", "export_embeddings")
 
 
 def _file_fields(config: dict) -> dict:
-  out = {}
-  for k in _FILE_FIELDS:
-    node = config
-    for part in k.split("."):
-      node = node.get(part) if isinstance(node, dict) else None
-    out[k] = node
-  return out
+  return {k: _at(config, k) for k in _FILE_FIELDS}
+
+
+def _at(config: dict, key: str):
+  """The value of a dotted field (`optim.lr`) in a nested config dict, or None."""
+  node = config
+  for part in key.split("."):
+    node = node.get(part) if isinstance(node, dict) else None
+  return node
 
 
 _SAVED: dict = {}
@@ -186,13 +188,10 @@ def mismatches(workdir: str, fields: dict) -> str:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return ""
-  with open(path) as f:
-    saved = json.load(f).get("config", {})
+  saved = _saved_config(workdir).get("config", {})
   diffs = []
   for k, v in fields.items():
-    node = saved
-    for part in k.split("."):
-      node = node.get(part, None) if isinstance(node, dict) else None
+    node = _at(saved, k)
     if node is None or isinstance(node, dict):
       continue  # a field the saved config does not have: nothing to compare
     same = (float(node) == float(v) if isinstance(node, (int, float)) and not isinstance(node, bool)
@@ -298,9 +297,7 @@ def _differs(workdir: str, new: dict) -> str:
   old = config_check.completed(saved.get("identity", {}), new)
   diff = config_check.identity_diff(old, {k: v for k, v in new.items() if k not in _RUN_LENGTH})
   for k in _RUN_LENGTH:
-    node = saved.get("config", {})
-    for part in k.split("."):
-      node = node.get(part) if isinstance(node, dict) else None
+    node = _at(saved.get("config", {}), k)
     if node is not None and node != new[k]:
       old[k] = node
       diff.append(k)

@@ -25,7 +25,8 @@ import gzip
 import os
 
 # (file in a cell folder, its name in the record); metrics.json last: it marks a cell done. The
-# evaluation log is kept gzipped (one line an epoch: ~250 kB for a 1500-epoch cell, ~10x less).
+# log is kept gzipped: one line an epoch, 133 kB a cell on average over the first 34 recorded
+# (up to 270 kB), 31 kB gzipped (4.3x less).
 RECORD = (("cell.json", "cell.json"), ("config.json", "config.json"),
           ("metrics.jsonl", "metrics.jsonl.gz"), ("metrics.json", "metrics.json"))
 RUNS = "runs"

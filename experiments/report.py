@@ -106,10 +106,13 @@ def main(argv=None) -> int:
   p.add_argument("--allow-fewer", action="store_true",
                  help="replace a table by one with fewer rows (e.g. cells left out as stale)")
   a = p.parse_args(argv)
+  a.point_specs = []  # (group, field, value) of each --points entry
   for spec in [x for x in a.points.split(",") if x]:
     group, _, fv = spec.partition(":")
-    if not (group and fv.partition("=")[0] and fv.partition("=")[2]):
+    field, _, value = fv.partition("=")
+    if not (group and field and value):
       p.error(f"--points: {spec!r} is not GROUP:FIELD=VALUE")
+    a.point_specs.append((group, field, value))
   os.makedirs(a.results, exist_ok=True)
   ledger.configure(a.runs, a.results)
   ledger.sync(a.table1_root, a.figures_root, a.importance_root, a.grid_root)
@@ -171,9 +174,7 @@ def write_all(a, results: str) -> None:
                     "--budget=converged", f"--seeds={a.seeds}", f"--root={a.figures_root}",
                     f"--table1-root={a.table1_root}", f"--out={out}", "--report-only"]
                    + ([f"--methods={FIG_METHODS[fig]}"] if fig in FIG_METHODS else []))
-  for spec in [x for x in a.points.split(",") if x]:
-    group, _, fv = spec.partition(":")
-    field, _, value = fv.partition("=")
+  for group, field, value in a.point_specs:
     rows, text = point_report(a.grid_root, a.table1_root, group, field, value,
                               list(table1.ALL_METHODS))
     if rows:
