@@ -4,6 +4,7 @@
   python -m experiments.campaign                 # run them all (finished cells are read)
   python -m experiments.campaign --from=lastfm-baseline-knobs --to=gowalla-mf-bpr-grid
   python -m experiments.campaign --runs=/abs/runs --results=/abs/results   # from a worktree
+  python -m experiments.campaign --end=09:10      # the session ends then: only cells that fit
 
 Every step is one call of a runner (experiments.grid, table1, importance_study, figures), whose
 cells are restartable: a finished cell is read, not rerun, and an interrupted one resumes, so
@@ -355,11 +356,20 @@ def main(argv=None) -> int:
                       "configs/*.py), after moving its folder to <root>/_stale/")
   p.add_argument("--until", default="", help="HH:MM (today) or YYYY-MM-DDTHH:MM: start no cell "
                  "after it (a running cell finishes), e.g. before the machine's session ends")
+  p.add_argument("--end", default="", help="HH:MM or YYYY-MM-DDTHH:MM: when the machine's "
+                 "session ends; a cell starts only if its estimate (the longest recorded cell of "
+                 f"its data, backbone, method and budget, x{common.END_MARGIN}) ends before it, "
+                 "and the campaign goes on to the cells that fit")
   a = p.parse_args(argv)
-  try:
-    until = parse_until(a.until) if a.until else None
-  except ValueError:
-    p.error(f"--until: {a.until!r} is not HH:MM or YYYY-MM-DDTHH:MM")
+  times = {}
+  for flag in ("until", "end"):
+    try:
+      times[flag] = parse_until(getattr(a, flag)) if getattr(a, flag) else None
+    except ValueError:
+      p.error(f"--{flag}: {getattr(a, flag)!r} is not HH:MM or YYYY-MM-DDTHH:MM")
+  until, end = times["until"], times["end"]
+  if end is not None and (until is None or end < until):
+    until = end  # nothing starts after the end either
   lo, hi = NAMES.index(a.first), NAMES.index(a.last)
   if lo > hi:
     p.error(f"--from {a.first} comes after --to {a.last}")
@@ -384,18 +394,18 @@ def main(argv=None) -> int:
             + (" (reruns its stale cells)" if RERUN in step[3:] else ""))
     return 0
   failed, rerun = [], common.RERUN_STALE
-  common.UNTIL = until
+  common.UNTIL, common.END = until, end
   try:
     for i, step in numbered:
       if until is not None and time.time() >= until:
-        print(f"[until] campaign: past {a.until}; step {i} and those after it not started",
-              flush=True)
+        print(f"[until] campaign: past {time.strftime('%H:%M', time.localtime(until))}; step "
+              f"{i} and those after it not started", flush=True)
         break
       rc = _run_step(i, step, a)
       if rc:
         failed.append(step[0])
   finally:
-    common.UNTIL, common.RERUN_STALE = None, rerun
+    common.UNTIL, common.END, common.RERUN_STALE = None, None, rerun
   if failed:
     print(f"campaign: {len(failed)} step(s) failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0

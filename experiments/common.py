@@ -53,6 +53,11 @@ RERUN_STALE = False
 # Set by `experiments.campaign --until`: no cell starts (or resumes) after this time.time();
 # a running cell finishes. A cell cut off by the end of a machine's session loses its folder.
 UNTIL: float | None = None
+# Set by `experiments.campaign --end`: the machine's session ends then. A cell starts only if
+# its estimated time (estimate_seconds) ends before it; one with no estimate starts as --until
+# would let it. A cell that does not fit is passed over and the next one is tried.
+END: float | None = None
+END_MARGIN = 1.15  # the estimate's allowance: the guest's speed varies ~10-20% between sittings
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
@@ -89,7 +94,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if not train:
     print(f"[missing] {cell}: not finished; left out", flush=True)
     return None
-  if _past_until(cell):
+  if _past_until(cell) or _overruns_end(cell, workdir, config, overrides, budget):
     return None
   os.makedirs(workdir, exist_ok=True)
   cmd = cell_command(config, workdir, overrides, budget)
@@ -117,6 +122,55 @@ def _past_until(cell: str) -> bool:
   print(f"[until] {cell}: not started, past {time.strftime('%H:%M', time.localtime(UNTIL))}",
         flush=True)
   return True
+
+
+def _overruns_end(cell: str, workdir: str, config: str, overrides: dict, budget: str) -> bool:
+  if END is None:
+    return False
+  left = END - time.time()
+  est = estimate_seconds(workdir, config, overrides, budget)
+  if left > 0 and (est is None or est[0] * END_MARGIN <= left):
+    return False
+  need = (f"needs ~{est[0] * END_MARGIN / 60:.0f} min ({est[1]})" if est
+          else "past the end")
+  print(f"[end] {cell}: not started, {need}, {max(left, 0) / 60:.0f} min left before "
+        f"{time.strftime('%H:%M', time.localtime(END))}", flush=True)
+  return True
+
+
+def estimate_seconds(workdir: str, config: str, overrides: dict,
+                     budget: str) -> tuple[float, str] | None:
+  """(seconds, how) a cell still needs: the longest recorded finished cell (results/cells/) of
+  the same data, backbone, method and budget (training plus evaluation, ledger.cell_seconds),
+  less what this workdir's own interrupted run has done; None with no such record."""
+  f = cell_fields(cell_args(config, overrides, budget))
+  if f is None:
+    return None
+  key = _kind(f, f["budget"])
+  times = []
+  for rec in ledger.finished_records():
+    try:
+      saved = _saved_config(rec)
+      if _kind(saved.get("identity", {}), _at(saved.get("config", {}), "budget")) == key:
+        t = ledger.cell_seconds(rec)
+        if t is not None:
+          times.append(t)
+    except (OSError, ValueError, AttributeError):  # twin_of names an unreadable record
+      continue
+  if not times:
+    return None
+  done = 0.0
+  if os.path.exists(os.path.join(workdir, "config.json")):  # an interrupted run resumes
+    done = ledger.cell_seconds(workdir) or 0.0
+  how = f"the longest of {len(times)} recorded {key[2]} cell(s)" + (
+      f", less {done / 60:.0f} min done" if done else "")
+  return max(max(times) - done, 0.0), how
+
+
+def _kind(identity: dict, budget) -> tuple:
+  """What a cell's running time depends on most: data, backbone, method and budget."""
+  return (identity.get("data.name"), identity.get("data.path"), identity.get("method"),
+          identity.get("model.name"), budget)
 
 
 def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:

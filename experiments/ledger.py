@@ -112,6 +112,27 @@ def restore(workdir: str) -> bool:
   return _copy(rec, workdir, to_record=False)
 
 
+def cell_seconds(folder: str) -> float | None:
+  """The seconds of training and evaluation a cell folder or record logged so far (its
+  metrics.jsonl: each epoch's `seconds` and each evaluation's `eval_seconds`), or None without
+  a log. Compilation and start-up are not logged; the campaign's allowance covers them."""
+  import json
+  for name in ("metrics.jsonl", "metrics.jsonl.gz"):
+    data = _read(os.path.join(folder, name))
+    if data is not None:
+      break
+  else:
+    return None
+  total = 0.0
+  for line in data.splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:  # a line cut by a kill
+      continue
+    total += float(row.get("seconds", 0.0)) + float(row.get("eval_seconds", 0.0))
+  return total
+
+
 def retire(workdir: str, kept: str) -> None:
   """A stale cell's folder moved to `kept` (common.run_cell --rerun-stale): its record moves
   with it, so the rerun starts with no record and the old one stays readable."""

@@ -557,9 +557,10 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
   assert campaign.parse_until("04:10", now) == datetime.datetime(2026, 12, 2, 4, 10).timestamp()
   assert campaign.parse_until("2026-12-03T01:05") == datetime.datetime(2026, 12, 3, 1, 5).timestamp()
   assert campaign.parse_until("01:00", now) == datetime.datetime(2026, 12, 3, 1, 0).timestamp()
-  with pytest.raises(SystemExit) as e:
-    campaign.main(["--until=4pm", "--runs=/R", "--results=/S"])
-  assert e.value.code == 2
+  for bad in ("--until=4pm", "--end=9pm"):
+    with pytest.raises(SystemExit) as e:
+      campaign.main([bad, "--runs=/R", "--results=/S"])
+    assert e.value.code == 2
   # a runner's cell, past the time: not started, nothing trained
   monkeypatch.setattr(common.subprocess, "call", lambda *a, **k: pytest.fail("trained a cell"))
   monkeypatch.setattr(common, "UNTIL", time.time() - 1)
@@ -572,3 +573,6 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
   past = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 120))
   assert campaign.main([f"--until={past}", "--runs=/R", "--results=/S"]) == 0
   assert "[until] campaign: past" in capsys.readouterr().out and common.UNTIL is None
+  # --end past: the same, and it is not left set either
+  assert campaign.main([f"--end={past}", "--runs=/R", "--results=/S"]) == 0
+  assert "[until] campaign: past" in capsys.readouterr().out and common.END is None

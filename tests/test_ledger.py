@@ -121,6 +121,10 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
   assert first is not None
   rec = base / "results" / "cells" / "t1" / "synthetic_mf" / "bpr" / "seed0"
   assert json.loads((rec / "metrics.json").read_text()) == first
+  # its record times the next cell of its kind (campaign --end) from the files a run writes
+  est = common.estimate_seconds(os.path.join(root, "bpr", "seed9"), config,
+                                {"method": "bpr", "seed": 9}, "tiny")
+  assert est is not None and est[0] == ledger.cell_seconds(str(rec)) > 0
   curve = common.valid_curve(os.path.join(root, "bpr", "seed0"))
   before = table1.collect(str(base / "runs" / "t1"))
   shutil.rmtree(base / "runs")
@@ -160,3 +164,53 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
   assert table1.main(["--datasets=synthetic", "--backbones=mf", "--methods=bpr", "--seeds=0",
                       "--budget=tiny", f"--root={base / 'runs' / 't1'}", "--report-only"]) == 0
   assert table1.collect(str(base / "runs" / "t1")) == before and len(before) == 1
+
+
+def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
+  """--end (common.END): a cell is estimated by the longest recorded finished cell of its data,
+  backbone, method and budget (training + evaluation seconds of its log), less what its own
+  interrupted run did; one that would overrun is passed over, one with no estimate starts."""
+  config = common.config_path("synthetic", "mf")
+  runs = base / "runs" / "g"
+
+  def config_json(d, seed):   # what experiments.main writes, in the fields these checks read
+    ident = dict(common.cell_fields(common.cell_args(config, {"method": "bpr", "seed": seed}, "tiny")))
+    del ident["_files"]
+    run = {"budget": ident.pop("budget"),
+           "train": {"epochs": ident.pop("train.epochs"), "patience": ident.pop("train.patience")}}
+    os.makedirs(d)
+    (d / "config.json").write_text(json.dumps({"identity": ident, "config": run}))
+
+  for seed, secs in ((0, 30.0), (1, 20.0)):   # two recorded bpr cells: 600 s and 400 s
+    d = base / "results" / "cells" / "g" / "bpr" / f"seed{seed}"
+    config_json(d, seed)
+    (d / "cell.json").write_text('{"commit": "abc", "command": []}')
+    log = "".join(json.dumps({"epoch": e, "seconds": secs}) + "\n"
+                  + (json.dumps({"epoch": e, "seconds": 0, "eval_seconds": secs}) + "\n" if e % 2 else "")
+                  for e in range(1, 14))   # 13 epochs + 7 evaluations of secs: 20 * secs
+    (d / "metrics.jsonl.gz").write_bytes(gzip.compress(log.encode()))
+    (d / "metrics.json").write_text("{}")
+  assert ledger.cell_seconds(str(d)) == pytest.approx(400.0)
+  est = common.estimate_seconds(str(runs / "bpr" / "seed2"), config, {"method": "bpr", "seed": 2}, "tiny")
+  assert est[0] == pytest.approx(600.0) and "longest of 2 recorded bpr" in est[1]
+  # not the same kind of cell: another method, budget or dataset has no estimate
+  for over, budget in (({"method": "til_ui"}, "tiny"), ({}, "cpu"), ({"data.name": "ml-100k"}, "tiny")):
+    assert common.estimate_seconds(str(runs / "x"), config, {"method": "bpr", **over}, budget) is None
+  # an interrupted run of its own: what it logged is done
+  mine = runs / "bpr" / "seed3"
+  config_json(mine, 3)
+  (mine / "metrics.jsonl").write_text('{"epoch": 1, "seconds": 100.0}\n{"epoch": 2, "secon')
+  assert common.estimate_seconds(str(mine), config, {"method": "bpr", "seed": 3}, "tiny")[0] == (
+      pytest.approx(500.0))
+  trained = []
+  monkeypatch.setattr(common.subprocess, "call", lambda cmd, **k: trained.append(cmd) or 1)
+  monkeypatch.setattr(common, "END", common.time.time() + 600)   # 10 min: 600 s x 1.15 does not fit
+  assert common.run_cell(str(runs), "bpr/seed2", config, {"method": "bpr", "seed": 2}, "tiny") is None
+  out = capsys.readouterr().out
+  assert "[end] bpr/seed2: not started, needs ~12 min" in out and not trained
+  common.run_cell(str(runs), "bpr/seed3", config, {"method": "bpr", "seed": 3}, "tiny")
+  common.run_cell(str(runs), "til_ui/seed0", config, {"method": "til_ui", "seed": 0}, "tiny")
+  assert len(trained) == 2   # the resumed one fits (500 s x 1.15 < 600 s); no estimate: starts
+  monkeypatch.setattr(common, "END", common.time.time() - 1)   # past the end: nothing starts
+  assert common.run_cell(str(runs), "til_mi/seed0", config, {"method": "til_mi", "seed": 0}, "tiny") is None
+  assert "not started, past the end" in capsys.readouterr().out and len(trained) == 2
