@@ -140,37 +140,53 @@ def _overruns_end(cell: str, workdir: str, config: str, overrides: dict, budget:
 
 def estimate_seconds(workdir: str, config: str, overrides: dict,
                      budget: str) -> tuple[float, str] | None:
-  """(seconds, how) a cell still needs: the longest recorded finished cell (results/cells/) of
-  the same data, backbone, method and budget (training plus evaluation, ledger.cell_seconds),
-  less what this workdir's own interrupted run has done; None with no such record."""
+  """(seconds, how) a cell still needs, from the recorded finished cells (results/cells/;
+  training plus evaluation, ledger.cell_seconds): the longest of the same data, backbone,
+  method and budget; with none, the longest BPR cell of that data, backbone and budget times the
+  largest ratio of this method's longest cell to BPR's on other data (the first TIL cell of a
+  dataset); less what this workdir's own interrupted run has done. None with neither."""
   f = cell_fields(cell_args(config, overrides, budget))
   if f is None:
     return None
-  key = _kind(f, f["budget"])
-  times = []
-  for rec in ledger.finished_records():
-    try:
-      saved = _saved_config(rec)
-      if _kind(saved.get("identity", {}), _at(saved.get("config", {}), "budget")) == key:
-        t = ledger.cell_seconds(rec)
-        if t is not None:
-          times.append(t)
-    except (OSError, ValueError, AttributeError):  # twin_of names an unreadable record
-      continue
-  if not times:
-    return None
+  data, method, rest = _kind(f, f["budget"])
+  longest = _longest_by_kind()
+  if (data, method, rest) in longest:
+    full, n = longest[(data, method, rest)]
+    how = f"the longest of {n} recorded {method} cell(s)"
+  else:
+    ratios = [(longest[(d, m, r)][0] / longest[(d, "bpr", r)][0], d) for d, m, r in longest
+              if m == method and r == rest and d != data and (d, "bpr", r) in longest]
+    if (data, "bpr", rest) not in longest or not ratios:
+      return None
+    ratio, other = max(ratios)
+    full = longest[(data, "bpr", rest)][0] * ratio
+    how = f"this data's longest bpr cell x {ratio:.1f}, {method}'s ratio on {other[0] or other[1]}"
   done = 0.0
   if os.path.exists(os.path.join(workdir, "config.json")):  # an interrupted run resumes
     done = ledger.cell_seconds(workdir) or 0.0
-  how = f"the longest of {len(times)} recorded {key[2]} cell(s)" + (
-      f", less {done / 60:.0f} min done" if done else "")
-  return max(max(times) - done, 0.0), how
+  return max(full - done, 0.0), how + (f", less {done / 60:.0f} min done" if done else "")
+
+
+def _longest_by_kind() -> dict:
+  """{_kind: (longest cell_seconds, cells)} over the finished records."""
+  out: dict = {}
+  for rec in ledger.finished_records():
+    try:
+      saved = _saved_config(rec)
+      kind = _kind(saved.get("identity", {}), _at(saved.get("config", {}), "budget"))
+      t = ledger.cell_seconds(rec)
+    except (OSError, ValueError, AttributeError):  # twin_of names an unreadable record
+      continue
+    if t is not None:
+      best, n = out.get(kind, (0.0, 0))
+      out[kind] = (max(best, t), n + 1)
+  return out
 
 
 def _kind(identity: dict, budget) -> tuple:
-  """What a cell's running time depends on most: data, backbone, method and budget."""
-  return (identity.get("data.name"), identity.get("data.path"), identity.get("method"),
-          identity.get("model.name"), budget)
+  """What a cell's running time depends on most: (data, method, (backbone, budget))."""
+  return ((identity.get("data.name"), identity.get("data.path")), identity.get("method"),
+          (identity.get("model.name"), budget))
 
 
 def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:

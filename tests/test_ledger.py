@@ -168,33 +168,41 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
 
 def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
   """--end (common.END): a cell is estimated by the longest recorded finished cell of its data,
-  backbone, method and budget (training + evaluation seconds of its log), less what its own
-  interrupted run did; one that would overrun is passed over, one with no estimate starts."""
+  backbone, method and budget (training + evaluation seconds of its log), or by this data's BPR
+  cell times the method's ratio to BPR on other data, less what its own interrupted run did; one
+  that would overrun is passed over, one with no estimate starts."""
   config = common.config_path("synthetic", "mf")
   runs = base / "runs" / "g"
 
-  def config_json(d, seed):   # what experiments.main writes, in the fields these checks read
-    ident = dict(common.cell_fields(common.cell_args(config, {"method": "bpr", "seed": seed}, "tiny")))
+  def config_json(d, seed, method="bpr", data="synthetic"):   # the fields these checks read
+    ident = dict(common.cell_fields(common.cell_args(config, {"method": method, "seed": seed}, "tiny")))
     del ident["_files"]
     run = {"budget": ident.pop("budget"),
            "train": {"epochs": ident.pop("train.epochs"), "patience": ident.pop("train.patience")}}
     os.makedirs(d)
-    (d / "config.json").write_text(json.dumps({"identity": ident, "config": run}))
+    (d / "config.json").write_text(json.dumps({"identity": {**ident, "data.name": data}, "config": run}))
 
-  for seed, secs in ((0, 30.0), (1, 20.0)):   # two recorded bpr cells: 600 s and 400 s
-    d = base / "results" / "cells" / "g" / "bpr" / f"seed{seed}"
-    config_json(d, seed)
+  # recorded: synthetic bpr 600 s and 400 s; lastfm bpr 100 s and til_ui 350 s (3.5x bpr)
+  for cell, secs, method, data in (("bpr/seed0", 30.0, "bpr", "synthetic"),
+                                   ("bpr/seed1", 20.0, "bpr", "synthetic"),
+                                   ("lastfm/bpr", 5.0, "bpr", "lastfm"),
+                                   ("lastfm/til_ui", 17.5, "til_ui", "lastfm")):
+    d = base / "results" / "cells" / "g" / cell
+    config_json(d, 0, method, data)
     (d / "cell.json").write_text('{"commit": "abc", "command": []}')
     log = "".join(json.dumps({"epoch": e, "seconds": secs}) + "\n"
                   + (json.dumps({"epoch": e, "seconds": 0, "eval_seconds": secs}) + "\n" if e % 2 else "")
                   for e in range(1, 14))   # 13 epochs + 7 evaluations of secs: 20 * secs
     (d / "metrics.jsonl.gz").write_bytes(gzip.compress(log.encode()))
     (d / "metrics.json").write_text("{}")
-  assert ledger.cell_seconds(str(d)) == pytest.approx(400.0)
+  assert ledger.cell_seconds(str(base / "results" / "cells" / "g" / "bpr" / "seed1")) == pytest.approx(400.0)
   est = common.estimate_seconds(str(runs / "bpr" / "seed2"), config, {"method": "bpr", "seed": 2}, "tiny")
   assert est[0] == pytest.approx(600.0) and "longest of 2 recorded bpr" in est[1]
-  # not the same kind of cell: another method, budget or dataset has no estimate
-  for over, budget in (({"method": "til_ui"}, "tiny"), ({}, "cpu"), ({"data.name": "ml-100k"}, "tiny")):
+  # a method first run on this data: BPR's time here x its ratio to BPR on lastfm
+  est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
+  assert est[0] == pytest.approx(600.0 * 3.5) and "til_ui's ratio on lastfm" in est[1]
+  # no estimate: a method recorded nowhere, another budget, data with no BPR cell
+  for over, budget in (({"method": "til_mi"}, "tiny"), ({}, "cpu"), ({"data.name": "ml-100k"}, "tiny")):
     assert common.estimate_seconds(str(runs / "x"), config, {"method": "bpr", **over}, budget) is None
   # an interrupted run of its own: what it logged is done
   mine = runs / "bpr" / "seed3"
@@ -205,12 +213,14 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
   trained = []
   monkeypatch.setattr(common.subprocess, "call", lambda cmd, **k: trained.append(cmd) or 1)
   monkeypatch.setattr(common, "END", common.time.time() + 600)   # 10 min: 600 s x 1.15 does not fit
-  assert common.run_cell(str(runs), "bpr/seed2", config, {"method": "bpr", "seed": 2}, "tiny") is None
+  for cell, method, seed in (("bpr/seed2", "bpr", 2), ("til_ui/seed0", "til_ui", 0)):
+    assert common.run_cell(str(runs), cell, config, {"method": method, "seed": seed}, "tiny") is None
   out = capsys.readouterr().out
   assert "[end] bpr/seed2: not started, needs ~12 min" in out and not trained
+  assert "[end] til_ui/seed0: not started, needs ~40 min" in out
   common.run_cell(str(runs), "bpr/seed3", config, {"method": "bpr", "seed": 3}, "tiny")
-  common.run_cell(str(runs), "til_ui/seed0", config, {"method": "til_ui", "seed": 0}, "tiny")
+  common.run_cell(str(runs), "til_mi/seed0", config, {"method": "til_mi", "seed": 0}, "tiny")
   assert len(trained) == 2   # the resumed one fits (500 s x 1.15 < 600 s); no estimate: starts
   monkeypatch.setattr(common, "END", common.time.time() - 1)   # past the end: nothing starts
-  assert common.run_cell(str(runs), "til_mi/seed0", config, {"method": "til_mi", "seed": 0}, "tiny") is None
+  assert common.run_cell(str(runs), "til_mi/seed1", config, {"method": "til_mi", "seed": 1}, "tiny") is None
   assert "not started, past the end" in capsys.readouterr().out and len(trained) == 2
