@@ -260,8 +260,20 @@ def progress(step: tuple, runs: str) -> str:
   todo = _cells(step, runs)
   done = [(w, q) for w, q in todo if os.path.exists(os.path.join(w, "metrics.json"))]
   stale = sum(bool(common.stale_reason(w, *q) if q else common.stale_cell(w)) for w, q in done)
+  left, unknown = 0.0, 0
+  for w, q in todo:
+    if os.path.exists(os.path.join(w, "metrics.json")):
+      continue
+    est = common.estimate_seconds(w, *q) if q and not common.twin_of(w, *q) else (0.0, "")
+    if q and est is None:
+      unknown += 1
+    left += est[0] if est else 0.0
+  eta = ""
+  if left or unknown:
+    eta = (f", ~{left / 3600:.1f} h to train" if left else "") + (
+        f" ({unknown} cell(s) with no estimate)" if unknown else "")
   return (f"{len(done) - stale}/{len(todo)} cells finished"
-          + (f", {stale} stale (--rerun-stale reruns them)" if stale else "")) if todo else ""
+          + (f", {stale} stale (--rerun-stale reruns them)" if stale else "") + eta) if todo else ""
 
 
 def untuned(step: tuple) -> list[str]:

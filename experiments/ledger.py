@@ -118,11 +118,16 @@ def cell_seconds(folder: str) -> float | None:
   a log. Compilation and start-up are not logged; the campaign's allowance covers them."""
   import json
   for name in ("metrics.jsonl", "metrics.jsonl.gz"):
-    data = _read(os.path.join(folder, name))
-    if data is not None:
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
       break
   else:
     return None
+  st = os.stat(path)
+  key = (path, st.st_mtime_ns, st.st_size)
+  if key in _SECONDS:
+    return _SECONDS[key]
+  data = _read(path)
   total = 0.0
   for line in data.splitlines():
     try:
@@ -130,7 +135,11 @@ def cell_seconds(folder: str) -> float | None:
     except ValueError:  # a line cut by a kill
       continue
     total += float(row.get("seconds", 0.0)) + float(row.get("eval_seconds", 0.0))
+  _SECONDS[key] = total
   return total
+
+
+_SECONDS: dict = {}  # cell_seconds by (log, mtime, size): `campaign --list` asks for every cell
 
 
 def retire(workdir: str, kept: str) -> None:

@@ -458,7 +458,7 @@ def test_config_parses_follow_edits_of_the_config_files(monkeypatch):
   assert again == first and again is not first and sys.modules["configs.base"] is not module
 
 
-def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
+def test_campaign_counts_the_finished_cells_of_each_step(tmp_path, monkeypatch):
   from experiments import campaign
   step = dict((s[0], s) for s in campaign.STEPS)
   runs = str(tmp_path)
@@ -478,14 +478,20 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path):
                                   "seed0")
   os.makedirs(fine[1])
   open(os.path.join(fine[1], "metrics.json"), "w").close()
-  assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == "1/3 cells finished"
+  assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
+      "1/3 cells finished (2 cell(s) with no estimate)")   # nothing recorded to time them by
+  # the cells left, timed by common.estimate_seconds (tested in test_ledger.py)
+  with monkeypatch.context() as m:
+    m.setattr(common, "estimate_seconds", lambda w, *q: (1800.0, "") if w == fine[0] else None)
+    assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
+        "1/3 cells finished, ~0.5 h to train (1 cell(s) with no estimate)")
   # a finished cell whose command no longer builds its saved config counts as stale
   with open(os.path.join(fine[1], "config.json"), "w") as f:
     json.dump({"identity": {"method": "til_ui"}, "config": {}}, f)
   with open(os.path.join(fine[1], "cell.json"), "w") as f:
     json.dump({"command": ["-m", "experiments.main", "--config=configs/lastfm_mf.py:converged"]}, f)
   assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
-      "0/3 cells finished, 1 stale (--rerun-stale reruns them)")
+      "0/3 cells finished, 1 stale (--rerun-stale reruns them) (2 cell(s) with no estimate)")
 
 
 def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys):
