@@ -363,8 +363,8 @@ def main(argv=None) -> int:
   p.add_argument("--list", action="store_true", help="print the steps and their commands")
   p.add_argument("--from", dest="first", default=NAMES[0], choices=NAMES)
   p.add_argument("--to", dest="last", default=NAMES[-1], choices=NAMES)
-  p.add_argument("--only", default="", help="NAME,NAME,...: these steps alone, in list order "
-                 "(e.g. to bring back the cells of earlier steps on a new checkout)")
+  p.add_argument("--only", default="", help="NAME,NAME,...: these steps alone, in this order "
+                 "(e.g. the longest cells first in a session; the tuning gates still hold)")
   p.add_argument("--runs", default="runs", help="the cells' base folder")
   p.add_argument("--results", default="results", help="where the grid CSVs go")
   p.add_argument("--rerun-stale", action="store_true",
@@ -395,8 +395,8 @@ def main(argv=None) -> int:
   unknown = [n for n in picked if n not in NAMES]
   if unknown:
     p.error(f"--only: no step {', '.join(unknown)} (see --list)")
-  numbered = [(i, s) for i, s in enumerate(STEPS, 1)
-              if (s[0] in picked if picked else lo <= i - 1 <= hi)]
+  numbered = ([(NAMES.index(n) + 1, STEPS[NAMES.index(n)]) for n in dict.fromkeys(picked)]
+              if picked else [(i, s) for i, s in enumerate(STEPS, 1) if lo <= i - 1 <= hi])
   # finished cells are recorded in <results>/cells/ and come back from there into a new
   # checkout's empty runs folder (experiments.ledger)
   ledger.configure(a.runs, a.results)

@@ -541,10 +541,10 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
     monkeypatch.setattr(importlib.import_module(module), "main", lambda argv: calls.append(argv) or 0)
   assert campaign.main(["--runs=/R", "--results=/S"]) == 1
   assert len(calls) == 2  # the grid and the figure; the row waits
-  # --only: the named steps alone, in list order; an unknown name is a usage error
+  # --only: the named steps alone, in the order named; an unknown name is a usage error
   calls.clear()
   assert campaign.main(["--only=lastfm-mf-fig3,lastfm-mf-bpr-grid", "--runs=/R", "--results=/S"]) == 0
-  assert [a[0] for a in calls] == ["--dataset=lastfm", "--fig=3"]
+  assert [a[0] for a in calls] == ["--fig=3", "--dataset=lastfm"]
   for bad in (["--only=no-such-step"], ["--only=lastfm-mf-fig3", "--from=lastfm-mf-fig3"]):
     with pytest.raises(SystemExit) as e:
       campaign.main(bad + ["--runs=/R", "--results=/S"])
