@@ -264,14 +264,13 @@ def progress(step: tuple, runs: str) -> str:
   for w, q in todo:
     if os.path.exists(os.path.join(w, "metrics.json")):
       continue
-    est = common.estimate_seconds(w, *q) if q and not common.twin_of(w, *q) else (0.0, "")
-    if q and est is None:
-      unknown += 1
+    est = (common.estimate_seconds(w, *q) if not common.twin_of(w, *q) else (0.0, "")) if q else None
+    unknown += est is None
     left += est[0] if est else 0.0
   eta = ""
   if left or unknown:
-    eta = (f", ~{left / 3600:.1f} h to train" if left else "") + (
-        f" ({unknown} cell(s) with no estimate)" if unknown else "")
+    eta = ((f", ~{left / 3600:.1f} h to train" if left >= 3600 else f", ~{left / 60:.0f} min to train")
+           if left else "") + (f" ({unknown} cell(s) with no estimate)" if unknown else "")
   return (f"{len(done) - stale}/{len(todo)} cells finished"
           + (f", {stale} stale (--rerun-stale reruns them)" if stale else "") + eta) if todo else ""
 
@@ -373,9 +372,11 @@ def main(argv=None) -> int:
   p.add_argument("--until", default="", help="HH:MM (today) or YYYY-MM-DDTHH:MM: start no cell "
                  "after it (a running cell finishes), e.g. before the machine's session ends")
   p.add_argument("--end", default="", help="HH:MM or YYYY-MM-DDTHH:MM: when the machine's "
-                 "session ends; a cell starts only if its estimate (the longest recorded cell of "
-                 f"its data, backbone, method and budget, x{common.END_MARGIN}) ends before it, "
-                 "and the campaign goes on to the cells that fit")
+                 "session ends; nothing starts after it, and a cell starts only if its estimate "
+                 "ends before it (common.estimate_seconds: the longest recorded cell of its kind, "
+                 "or BPR's on its data times the method's ratio elsewhere, less what its own "
+                 f"run did; x{common.END_MARGIN} + {common.START_SECONDS:.0f} s); a cell with no "
+                 "estimate starts (as with --until). The campaign goes on to the cells that fit")
   a = p.parse_args(argv)
   times = {}
   for flag in ("until", "end"):

@@ -57,7 +57,12 @@ UNTIL: float | None = None
 # its estimated time (estimate_seconds) ends before it; one with no estimate starts as --until
 # would let it. A cell that does not fit is passed over and the next one is tried.
 END: float | None = None
-END_MARGIN = 1.15  # the estimate's allowance: the guest's speed varies ~10-20% between sittings
+# The estimate's allowance: the guest varies 10-20% within a sitting. Between sessions it has
+# differed up to 2x (BUILD_NOTES, session 9), which taking the longest record covers once the
+# records span sessions.
+END_MARGIN = 1.15
+START_SECONDS = 120.0  # data loading and compilation, which no log times
+FALLBACK_MARGIN = 1.5  # on an estimate carried over from other data by a method's ratio to BPR
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
@@ -69,7 +74,7 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   ledger.restore(workdir)  # a cell finished in an earlier checkout (results/cells/)
   stale = stale_reason(workdir, config, overrides, budget)
   if stale and RERUN_STALE and train:
-    if _past_until(cell):
+    if _past_until(cell) or _overruns_end(cell, workdir, config, overrides, budget, resumed=False):
       return None
     kept = os.path.join(root, "_stale", f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(kept), exist_ok=True)
@@ -124,31 +129,35 @@ def _past_until(cell: str) -> bool:
   return True
 
 
-def _overruns_end(cell: str, workdir: str, config: str, overrides: dict, budget: str) -> bool:
+def _overruns_end(cell: str, workdir: str, config: str, overrides: dict, budget: str,
+                  resumed: bool = True) -> bool:
+  """Whether `cell` would run past END (a line says so): END passed, or its estimate
+  (estimate_seconds; `resumed=False`: as a fresh start) x END_MARGIN + START_SECONDS does."""
   if END is None:
     return False
   left = END - time.time()
-  est = estimate_seconds(workdir, config, overrides, budget)
-  if left > 0 and (est is None or est[0] * END_MARGIN <= left):
+  est = estimate_seconds(workdir, config, overrides, budget, resumed) if left > 0 else None
+  need = est and est[0] * END_MARGIN + START_SECONDS
+  if left > 0 and (need is None or need <= left):
     return False
-  need = (f"needs ~{est[0] * END_MARGIN / 60:.0f} min ({est[1]})" if est
-          else "past the end")
-  print(f"[end] {cell}: not started, {need}, {max(left, 0) / 60:.0f} min left before "
+  why = f"needs ~{need / 60:.0f} min ({est[1]})" if need else "past the end"
+  print(f"[end] {cell}: not started, {why}, {max(left, 0) / 60:.0f} min left before "
         f"{time.strftime('%H:%M', time.localtime(END))}", flush=True)
   return True
 
 
-def estimate_seconds(workdir: str, config: str, overrides: dict,
-                     budget: str) -> tuple[float, str] | None:
+def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
+                     resumed: bool = True) -> tuple[float, str] | None:
   """(seconds, how) a cell still needs, from the recorded finished cells (results/cells/;
-  training plus evaluation, ledger.cell_seconds): the longest of the same data, backbone,
-  method and budget; with none, the longest BPR cell of that data, backbone and budget times the
-  largest ratio of this method's longest cell to BPR's on other data (the first TIL cell of a
-  dataset); less what this workdir's own interrupted run has done. None with neither."""
+  training plus evaluation, ledger.cell_seconds) of its kind (_kind): the longest of them. With
+  none, the longest BPR cell of its data times the method's largest ratio to BPR on other data,
+  x FALLBACK_MARGIN (the ratio differs between datasets: on lastfm TIL-MI's long BPR pre-training
+  dilutes it). Less, if `resumed` and the workdir holds an interrupted run, what it logged up to
+  its latest checkpoint (where it resumes). None with neither estimate."""
   f = cell_fields(cell_args(config, overrides, budget))
   if f is None:
     return None
-  data, method, rest = _kind(f, f["budget"])
+  data, method, rest = _kind(f, f["budget"], f["train.epochs"], f["train.patience"])
   longest = _longest_by_kind()
   if (data, method, rest) in longest:
     full, n = longest[(data, method, rest)]
@@ -158,35 +167,50 @@ def estimate_seconds(workdir: str, config: str, overrides: dict,
               if m == method and r == rest and d != data and (d, "bpr", r) in longest]
     if (data, "bpr", rest) not in longest or not ratios:
       return None
-    ratio, other = max(ratios)
-    full = longest[(data, "bpr", rest)][0] * ratio
-    how = f"this data's longest bpr cell x {ratio:.1f}, {method}'s ratio on {other[0] or other[1]}"
-  done = 0.0
-  if os.path.exists(os.path.join(workdir, "config.json")):  # an interrupted run resumes
-    done = ledger.cell_seconds(workdir) or 0.0
+    ratio, other = max(ratios, key=lambda x: x[0])
+    full = longest[(data, "bpr", rest)][0] * ratio * FALLBACK_MARGIN
+    how = (f"this data's longest bpr cell x {ratio:.1f} ({method} on {other[0] or other[1]}) "
+           f"x {FALLBACK_MARGIN}")
+  done = _resumes_after(workdir) if resumed else 0.0
   return max(full - done, 0.0), how + (f", less {done / 60:.0f} min done" if done else "")
 
 
+def _resumes_after(workdir: str) -> float:
+  """The logged seconds an interrupted run in `workdir` keeps when it resumes: those through
+  its latest checkpoint (a run with none starts over)."""
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    return 0.0
+  try:
+    steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
+  except OSError:
+    return 0.0
+  return (ledger.cell_seconds(workdir, max(steps)) or 0.0) if steps else 0.0
+
+
 def _longest_by_kind() -> dict:
-  """{_kind: (longest cell_seconds, cells)} over the finished records."""
+  """{_kind: (longest cell_seconds, cells)} over the finished records (unreadable ones and
+  ones with nothing logged are passed over)."""
   out: dict = {}
   for rec in ledger.finished_records():
     try:
       saved = _saved_config(rec)
-      kind = _kind(saved.get("identity", {}), _at(saved.get("config", {}), "budget"))
-      t = ledger.cell_seconds(rec)
-    except (OSError, ValueError, AttributeError):  # twin_of names an unreadable record
+      run = saved.get("config", {})
+      kind = _kind(saved.get("identity", {}), _at(run, "budget"), _at(run, "train.epochs"),
+                   _at(run, "train.patience"))
+    except (OSError, ValueError, AttributeError, TypeError):  # twin_of names an unreadable record
       continue
-    if t is not None:
+    t = ledger.cell_seconds(rec)
+    if t:
       best, n = out.get(kind, (0.0, 0))
       out[kind] = (max(best, t), n + 1)
   return out
 
 
-def _kind(identity: dict, budget) -> tuple:
-  """What a cell's running time depends on most: (data, method, (backbone, budget))."""
+def _kind(identity: dict, budget, epochs, patience) -> tuple:
+  """What a cell's running time depends on most: (data, method, (backbone, noise, budget,
+  epochs, patience))."""
   return ((identity.get("data.name"), identity.get("data.path")), identity.get("method"),
-          (identity.get("model.name"), budget))
+          (identity.get("model.name"), identity.get("data.noise"), budget, epochs, patience))
 
 
 def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:

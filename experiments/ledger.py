@@ -112,34 +112,38 @@ def restore(workdir: str) -> bool:
   return _copy(rec, workdir, to_record=False)
 
 
-def cell_seconds(folder: str) -> float | None:
-  """The seconds of training and evaluation a cell folder or record logged so far (its
-  metrics.jsonl: each epoch's `seconds` and each evaluation's `eval_seconds`), or None without
-  a log. Compilation and start-up are not logged; the campaign's allowance covers them."""
+def cell_seconds(folder: str, upto: int | None = None) -> float | None:
+  """The seconds of training and evaluation a cell folder or record logged (its metrics.jsonl:
+  each epoch's `seconds` and `eval_seconds`; an epoch logged twice, as a resumed run repeats the
+  epochs after its last checkpoint, counts once, its last line), through epoch `upto` if given;
+  None without a log or if it cannot be read. Compilation and start-up are not logged."""
   import json
+  import zlib
   for name in ("metrics.jsonl", "metrics.jsonl.gz"):
     path = os.path.join(folder, name)
     if os.path.exists(path):
       break
   else:
     return None
-  st = os.stat(path)
-  key = (path, st.st_mtime_ns, st.st_size)
-  if key in _SECONDS:
-    return _SECONDS[key]
-  data = _read(path)
-  total = 0.0
-  for line in data.splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:  # a line cut by a kill
-      continue
-    total += float(row.get("seconds", 0.0)) + float(row.get("eval_seconds", 0.0))
-  _SECONDS[key] = total
-  return total
+  try:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SECONDS:
+      epochs = {}
+      for line in _read(path).splitlines():
+        try:
+          row = json.loads(line)
+          epochs[int(row["epoch"])] = (float(row.get("seconds") or 0.0)
+                                       + float(row.get("eval_seconds") or 0.0))
+        except (ValueError, KeyError, TypeError):  # a line cut by a kill, or not an epoch's
+          continue
+      _SECONDS[key] = epochs
+  except (OSError, EOFError, zlib.error):  # a log cut short (gzip) or gone meanwhile
+    return None
+  return sum(t for e, t in _SECONDS[key].items() if upto is None or e <= upto)
 
 
-_SECONDS: dict = {}  # cell_seconds by (log, mtime, size): `campaign --list` asks for every cell
+_SECONDS: dict = {}  # {(log, mtime, size): {epoch: seconds}}: `campaign --list` asks for every cell
 
 
 def retire(workdir: str, kept: str) -> None:

@@ -484,7 +484,13 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path, monkeypatch):
   with monkeypatch.context() as m:
     m.setattr(common, "estimate_seconds", lambda w, *q: (1800.0, "") if w == fine[0] else None)
     assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
-        "1/3 cells finished, ~0.5 h to train (1 cell(s) with no estimate)")
+        "1/3 cells finished, ~30 min to train (1 cell(s) with no estimate)")
+    m.setattr(common, "estimate_seconds", lambda w, *q: (5400.0, ""))
+    assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
+        "1/3 cells finished, ~3.0 h to train")
+    m.setattr(common, "twin_of", lambda w, *q: "rec" if w == fine[0] else "")   # a twin: no training
+    assert campaign.progress(step["lastfm-mf-til-ui-l2-fine"], runs) == (
+        "1/3 cells finished, ~1.5 h to train")
   # a finished cell whose command no longer builds its saved config counts as stale
   with open(os.path.join(fine[1], "config.json"), "w") as f:
     json.dump({"identity": {"method": "til_ui"}, "config": {}}, f)
@@ -582,3 +588,15 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
   # --end past: the same, and it is not left set either
   assert campaign.main([f"--end={past}", "--runs=/R", "--results=/S"]) == 0
   assert "[until] campaign: past" in capsys.readouterr().out and common.END is None
+  # --end ahead: the runners see it, and the earlier of --until and --end stops new cells
+  import importlib
+  seen = []
+  monkeypatch.setattr(importlib.import_module("experiments.grid"), "main",
+                      lambda argv: seen.append((common.UNTIL, common.END)) or 0)
+  at = {h: time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + h * 3600)) for h in (1, 2)}
+  first = campaign.STEPS[0][0]   # a grid
+  for until, end in ((2, 1), (1, 2)):
+    assert campaign.main([f"--only={first}", f"--until={at[until]}", f"--end={at[end]}",
+                          "--runs=/R", "--results=/S"]) == 0
+    assert seen.pop() == (campaign.parse_until(at[1]), campaign.parse_until(at[end]))
+  assert (common.UNTIL, common.END) == (None, None)

@@ -167,12 +167,17 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
 
 
 def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
-  """--end (common.END): a cell is estimated by the longest recorded finished cell of its data,
-  backbone, method and budget (training + evaluation seconds of its log), or by this data's BPR
-  cell times the method's ratio to BPR on other data, less what its own interrupted run did; one
-  that would overrun is passed over, one with no estimate starts."""
+  """--end (common.END): a cell is estimated by the longest recorded finished cell of its kind
+  (training + evaluation seconds of its log, an epoch logged twice counted once), or by this
+  data's BPR cell times the method's ratio to BPR on other data x FALLBACK_MARGIN, less what its
+  own interrupted run keeps; one that would overrun (x END_MARGIN + START_SECONDS) is passed
+  over, one that fits or has no estimate starts; a stale cell is not retired for a rerun that
+  cannot fit; unreadable or empty records are passed over."""
   config = common.config_path("synthetic", "mf")
   runs = base / "runs" / "g"
+  monkeypatch.setattr(common, "END_MARGIN", 1.15)
+  monkeypatch.setattr(common, "START_SECONDS", 120.0)
+  monkeypatch.setattr(common, "FALLBACK_MARGIN", 1.5)
 
   def config_json(d, seed, method="bpr", data="synthetic"):   # the fields these checks read
     ident = dict(common.cell_fields(common.cell_args(config, {"method": method, "seed": seed}, "tiny")))
@@ -182,45 +187,70 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
     os.makedirs(d)
     (d / "config.json").write_text(json.dumps({"identity": {**ident, "data.name": data}, "config": run}))
 
-  # recorded: synthetic bpr 600 s and 400 s; lastfm bpr 100 s and til_ui 350 s (3.5x bpr)
-  for cell, secs, method, data in (("bpr/seed0", 30.0, "bpr", "synthetic"),
-                                   ("bpr/seed1", 20.0, "bpr", "synthetic"),
-                                   ("lastfm/bpr", 5.0, "bpr", "lastfm"),
-                                   ("lastfm/til_ui", 17.5, "til_ui", "lastfm")):
+  def log(secs, epochs=13):   # each epoch secs, every other one evaluated (secs): 20 * secs
+    return "".join(json.dumps({"epoch": e, "seconds": secs, **({"eval_seconds": secs} if e % 2 else {})})
+                   + "\n" for e in range(1, epochs + 1))
+
+  # recorded: synthetic bpr 600 s and 400 s; lastfm bpr 100 s and til_ui 350 s (3.5x bpr); an
+  # ml-100k bpr cell that logged nothing and one whose log is cut: neither times anything
+  for cell, text, method, data in (("bpr/seed0", log(30.0), "bpr", "synthetic"),
+                                   ("bpr/seed1", log(20.0) + log(20.0, 3), "bpr", "synthetic"),
+                                   ("lastfm/bpr", log(5.0), "bpr", "lastfm"),
+                                   ("lastfm/til_ui", log(17.5), "til_ui", "lastfm"),
+                                   ("ml/bpr", '{"epoch": 1, "seconds": null}\n', "bpr", "ml-100k"),
+                                   ("ml/til_ui", None, "til_ui", "ml-100k")):
     d = base / "results" / "cells" / "g" / cell
     config_json(d, 0, method, data)
     (d / "cell.json").write_text('{"commit": "abc", "command": []}')
-    log = "".join(json.dumps({"epoch": e, "seconds": secs}) + "\n"
-                  + (json.dumps({"epoch": e, "seconds": 0, "eval_seconds": secs}) + "\n" if e % 2 else "")
-                  for e in range(1, 14))   # 13 epochs + 7 evaluations of secs: 20 * secs
-    (d / "metrics.jsonl.gz").write_bytes(gzip.compress(log.encode()))
+    packed = gzip.compress(log(1.0).encode() if text is None else text.encode())
+    (d / "metrics.jsonl.gz").write_bytes(packed[:-9] if text is None else packed)
     (d / "metrics.json").write_text("{}")
-  assert ledger.cell_seconds(str(base / "results" / "cells" / "g" / "bpr" / "seed1")) == pytest.approx(400.0)
+  recs = base / "results" / "cells" / "g"
+  assert ledger.cell_seconds(str(recs / "bpr" / "seed1")) == pytest.approx(400.0)  # 1-3 twice
+  assert ledger.cell_seconds(str(recs / "bpr" / "seed1"), upto=2) == pytest.approx(60.0)
+  assert ledger.cell_seconds(str(recs / "ml" / "bpr")) == 0.0
+  assert ledger.cell_seconds(str(recs / "ml" / "til_ui")) is None
   est = common.estimate_seconds(str(runs / "bpr" / "seed2"), config, {"method": "bpr", "seed": 2}, "tiny")
   assert est[0] == pytest.approx(600.0) and "longest of 2 recorded bpr" in est[1]
-  # a method first run on this data: BPR's time here x its ratio to BPR on lastfm
+  # a method first run on this data: BPR's time here x its ratio to BPR on lastfm x 1.5
   est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
-  assert est[0] == pytest.approx(600.0 * 3.5) and "til_ui's ratio on lastfm" in est[1]
-  # no estimate: a method recorded nowhere, another budget, data with no BPR cell
-  for over, budget in (({"method": "til_mi"}, "tiny"), ({}, "cpu"), ({"data.name": "ml-100k"}, "tiny")):
+  assert est[0] == pytest.approx(600.0 * 3.5 * 1.5) and "(til_ui on lastfm) x 1.5" in est[1]
+  # no estimate: a method recorded nowhere, another budget or run length, noisy data, data
+  # with no (timed) BPR cell
+  for over, budget in (({"method": "til_mi"}, "tiny"), ({}, "cpu"), ({"train.patience": 9}, "tiny"),
+                       ({"data.noise": "pos"}, "tiny"), ({"data.name": "ml-100k"}, "tiny")):
     assert common.estimate_seconds(str(runs / "x"), config, {"method": "bpr", **over}, budget) is None
-  # an interrupted run of its own: what it logged is done
+  # an interrupted run of its own keeps what it logged through its latest checkpoint
   mine = runs / "bpr" / "seed3"
   config_json(mine, 3)
-  (mine / "metrics.jsonl").write_text('{"epoch": 1, "seconds": 100.0}\n{"epoch": 2, "secon')
+  (mine / "metrics.jsonl").write_text(log(50.0, 3) + '{"epoch": 4, "secon')
+  assert common.estimate_seconds(str(mine), config, {"method": "bpr", "seed": 3}, "tiny")[0] == 600.0
+  os.makedirs(mine / "checkpoints" / "2")  # resumes after epoch 2: 150 s of it kept
   assert common.estimate_seconds(str(mine), config, {"method": "bpr", "seed": 3}, "tiny")[0] == (
-      pytest.approx(500.0))
+      pytest.approx(450.0))
   trained = []
   monkeypatch.setattr(common.subprocess, "call", lambda cmd, **k: trained.append(cmd) or 1)
-  monkeypatch.setattr(common, "END", common.time.time() + 600)   # 10 min: 600 s x 1.15 does not fit
+  monkeypatch.setattr(common, "END", common.time.time() + 720)   # 12 min
   for cell, method, seed in (("bpr/seed2", "bpr", 2), ("til_ui/seed0", "til_ui", 0)):
     assert common.run_cell(str(runs), cell, config, {"method": method, "seed": seed}, "tiny") is None
   out = capsys.readouterr().out
-  assert "[end] bpr/seed2: not started, needs ~12 min" in out and not trained
-  assert "[end] til_ui/seed0: not started, needs ~40 min" in out
+  assert "[end] bpr/seed2: not started, needs ~14 min" in out and not trained   # 600 x 1.15 + 120
+  assert "[end] til_ui/seed0: not started, needs ~62 min" in out
+  # a stale finished cell that --rerun-stale would retrain: not retired if the rerun cannot fit
+  stale = runs / "bpr" / "seed5"
+  config_json(stale, 0)
+  (stale / "metrics.json").write_text("{}")
+  monkeypatch.setattr(common, "RERUN_STALE", True)
+  assert common.run_cell(str(runs), "bpr/seed5", config, {"method": "bpr", "seed": 5}, "tiny") is None
+  assert "[end] bpr/seed5: not started" in capsys.readouterr().out
+  assert (stale / "metrics.json").exists() and not (runs / "_stale").exists()
+  monkeypatch.setattr(common, "RERUN_STALE", False)
   common.run_cell(str(runs), "bpr/seed3", config, {"method": "bpr", "seed": 3}, "tiny")
   common.run_cell(str(runs), "til_mi/seed0", config, {"method": "til_mi", "seed": 0}, "tiny")
-  assert len(trained) == 2   # the resumed one fits (500 s x 1.15 < 600 s); no estimate: starts
+  assert len(trained) == 2   # the resumed one fits (450 x 1.15 + 120 < 720 s); no estimate: starts
+  monkeypatch.setattr(common, "END", common.time.time() + 3600)   # a fresh cell that fits starts
+  common.run_cell(str(runs), "bpr/seed4", config, {"method": "bpr", "seed": 4}, "tiny")
+  assert len(trained) == 3
   monkeypatch.setattr(common, "END", common.time.time() - 1)   # past the end: nothing starts
   assert common.run_cell(str(runs), "til_mi/seed1", config, {"method": "til_mi", "seed": 1}, "tiny") is None
-  assert "not started, past the end" in capsys.readouterr().out and len(trained) == 2
+  assert "not started, past the end" in capsys.readouterr().out and len(trained) == 3
