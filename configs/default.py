@@ -38,6 +38,9 @@ DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {
     # lastfm: BPR-MF at lr 1e-3, L2 1e-2 (configs/lastfm_mf.py), seed 0: epoch 250
     # (results/grid_lastfm_mf_bpr.csv; the row's three BPR seeds: 250 / 385 / 185)
     "lastfm": {"til.pretrain_epochs": 250},
+    # gowalla: BPR-MF at lr 1e-3, L2 1e-3 (configs/gowalla_mf.py), seed 0: epoch 220
+    # (results/grid_gowalla_mf_bpr_l2mid.csv)
+    "gowalla": {"til.pretrain_epochs": 220},
 }}
 
 
