@@ -75,6 +75,14 @@ def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict, conf
   return rows
 
 
+def write_grid_csv(out: str, rows: list[dict]) -> None:
+  """The grid's CSV (results/, committed), written only once a cell has finished: a grid none of
+  whose cells is finished in this checkout (stopped before its first, or by a campaign's --end)
+  leaves the file it would replace as it is, rather than a header-only one."""
+  if rows:
+    common.write_csv(out, rows)
+
+
 def best(rows: list[dict], keys: list[str]) -> dict | None:
   """The point with the highest mean valid Recall@20 over its seeds."""
   by = {}
@@ -116,9 +124,9 @@ def main(argv=None) -> int:
   for point, seed in itertools.product(points, seeds):
     common.run_cell(root, os.path.join(point_name(point), f"seed{seed}"), config,
                     {**fixed, **point, "method": a.method, "seed": seed}, a.budget)
-    common.write_csv(out, grid_rows(root, points, seeds, fixed, config, a.method, a.budget))
+    write_grid_csv(out, grid_rows(root, points, seeds, fixed, config, a.method, a.budget))
   rows = grid_rows(root, points, seeds, fixed, config, a.method, a.budget)
-  common.write_csv(out, rows)
+  write_grid_csv(out, rows)
   print(f"{len(rows)} cells in {out}; best on valid: {best(rows, keys)}")
   return 0
 

@@ -600,3 +600,17 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
                           "--runs=/R", "--results=/S"]) == 0
     assert seen.pop() == (campaign.parse_until(at[1]), campaign.parse_until(at[end]))
   assert (common.UNTIL, common.END) == (None, None)
+
+
+def test_a_grid_with_no_finished_cell_leaves_its_csv_as_it_is(tmp_path):
+  """results/grid_*.csv is committed: a grid run that finishes no cell in this checkout keeps it
+  (and writes no header-only file where there was none)."""
+  from experiments import grid
+  out = tmp_path / "grid_x.csv"
+  grid.write_grid_csv(str(out), [])
+  assert not out.exists()
+  out.write_text("optim.lr,seed\n0.001,0\n")
+  grid.write_grid_csv(str(out), [])
+  assert out.read_text() == "optim.lr,seed\n0.001,0\n"
+  grid.write_grid_csv(str(out), [{"optim.lr": 0.01, "seed": 1}])
+  assert read_csv(str(out)) == [{"optim.lr": "0.01", "seed": "1"}]
