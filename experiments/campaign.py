@@ -386,8 +386,9 @@ def main(argv=None) -> int:
   p.add_argument("--end", default="", help="HH:MM or YYYY-MM-DDTHH:MM: when the machine's "
                  "session ends; nothing starts after it, and a cell starts only if its estimate "
                  "ends before it (common.estimate_seconds: the longest recorded cell of its kind, "
-                 "or BPR's on its data times the method's ratio elsewhere, less what its own "
-                 f"run did; x{common.END_MARGIN} + {common.START_SECONDS:.0f} s); a cell with no "
+                 "or BPR's on its data times the method's ratio elsewhere, at this machine's "
+                 "pace once a cell has finished on it, less what its own run did; "
+                 f"x{common.END_MARGIN} + {common.START_SECONDS:.0f} s); a cell with no "
                  "estimate starts (as with --until). The campaign goes on to the cells that fit")
   a = p.parse_args(argv)
   times = {}

@@ -58,11 +58,15 @@ UNTIL: float | None = None
 # would let it. A cell that does not fit is passed over and the next one is tried.
 END: float | None = None
 # The estimate's allowance: the guest varies 10-20% within a sitting. Between sessions it has
-# differed up to 2x (BUILD_NOTES, session 9), which taking the longest record covers once the
-# records span sessions.
+# differed up to 2x (BUILD_NOTES, sessions 9-11): the first cell of a sitting is timed by the
+# longest record, the later ones at the pace the finished ones measured (sitting_pace).
 END_MARGIN = 1.15
 START_SECONDS = 120.0  # data loading and compilation, which no log times
 FALLBACK_MARGIN = 1.5  # on an estimate carried over from other data by a method's ratio to BPR
+# sitting_pace: the median of the last 3 finished cells' speed ratios, clipped (one cell run
+# beside a test suite must not make the next estimate absurd).
+PACE_CELLS = 3
+PACE_RANGE = (0.4, 2.5)
 
 
 def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
@@ -113,10 +117,12 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if rc != 0 or not os.path.exists(done):
     print(f"[fail] {cell}: exit {rc}; see {workdir}/run.log", flush=True)
     return None
+  pace = record_pace(workdir)   # before its record joins the others of its kind
   ledger.save(workdir, overwrite=True)
   with open(done) as f:
     m = json.load(f)
-  print(f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
+  print((f"[pace] {cell}: {pace:.2f}x its kind's recorded seconds per epoch\n" if pace else "")
+        + f"[done] {cell} in {time.time() - t0:.0f} s: test recall@20 "
         f"{m['test'].get('recall@20', float('nan')):.4f}", flush=True)
   return m
 
@@ -152,27 +158,83 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
   training plus evaluation, ledger.cell_seconds) of its kind (_kind): the longest of them. With
   none, the longest BPR cell of its data times the method's largest ratio to BPR on other data,
   x FALLBACK_MARGIN (the ratio differs between datasets: on lastfm TIL-MI's long BPR pre-training
-  dilutes it). Less, if `resumed` and the workdir holds an interrupted run, what it logged up to
-  its latest checkpoint (where it resumes). None with neither estimate."""
+  dilutes it). Once a cell has finished on this machine (sitting_pace), the longest cell's epochs
+  are timed at its kind's median seconds per epoch x that pace instead: the guest's speed has
+  differed 2x between sessions. Less, if `resumed` and the workdir holds an interrupted run, what
+  it logged up to its latest checkpoint (where it resumes). None with neither estimate."""
   f = cell_fields(cell_args(config, overrides, budget))
   if f is None:
     return None
   data, method, rest = _kind(f, f["budget"], f["train.epochs"], f["train.patience"])
-  longest = _longest_by_kind()
-  if (data, method, rest) in longest:
-    full, n = longest[(data, method, rest)]
-    how = f"the longest of {n} recorded {method} cell(s)"
+  kinds, pace = _records_by_kind(), sitting_pace()
+
+  def full_time(kind):   # the kind's longest cell, at this machine's pace once it is known
+    cells = kinds[kind]
+    if pace is None:
+      return max(t for _, t, _ in cells)
+    per_epoch = sorted(t / n for _, t, n in cells)[len(cells) // 2]
+    return max(n for _, _, n in cells) * per_epoch * pace
+
+  if (data, method, rest) in kinds:
+    full = full_time((data, method, rest))
+    how = f"the longest of {len(kinds[(data, method, rest)])} recorded {method} cell(s)"
   else:
-    ratios = [(longest[(d, m, r)][0] / longest[(d, "bpr", r)][0], d) for d, m, r in longest
-              if m == method and r == rest and d != data and (d, "bpr", r) in longest]
-    if (data, "bpr", rest) not in longest or not ratios:
+    ratios = [(full_time((d, m, r)) / full_time((d, "bpr", r)), d) for d, m, r in kinds
+              if m == method and r == rest and d != data and (d, "bpr", r) in kinds]
+    if (data, "bpr", rest) not in kinds or not ratios:
       return None
     ratio, other = max(ratios, key=lambda x: x[0])
-    full = longest[(data, "bpr", rest)][0] * ratio * FALLBACK_MARGIN
+    full = full_time((data, "bpr", rest)) * ratio * FALLBACK_MARGIN
     how = (f"this data's longest bpr cell x {ratio:.1f} ({method} on {other[0] or other[1]}) "
            f"x {FALLBACK_MARGIN}")
+  if pace is not None:
+    how += f", at this machine's pace x{pace:.2f}"
   done = _resumes_after(workdir) if resumed else 0.0
   return max(full - done, 0.0), how + (f", less {done / 60:.0f} min done" if done else "")
+
+
+def sitting_pace() -> float | None:
+  """This machine's speed against the records: the median of the last PACE_CELLS ratios in
+  <runs>/pace.json (record_pace: a cell's seconds per epoch here over its kind's other records'),
+  clipped to PACE_RANGE; None before a cell has finished here. runs/ is this machine's own
+  scratch folder (a new checkout has none), so a pace never outlives the machine it measured."""
+  try:
+    with open(os.path.join(ledger.RUNS, "pace.json")) as f:
+      ratios = [float(c["ratio"]) for c in json.load(f)["cells"]][-PACE_CELLS:]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  if not ratios:
+    return None
+  mid = sorted(ratios)[len(ratios) // 2]
+  return min(max(mid, PACE_RANGE[0]), PACE_RANGE[1])
+
+
+def record_pace(workdir: str) -> float | None:
+  """After a cell finished here: its seconds per epoch over the median of the other recorded
+  cells of its kind, appended to <runs>/pace.json (sitting_pace); the ratio, or None if it has
+  no other record of its kind or no log."""
+  rec = ledger.record_of(workdir)
+  if rec is None:   # a folder outside runs/ (a test's, an ad-hoc --root) times nothing
+    return None
+  try:
+    kind = _record_kind(workdir)
+    mine = ledger.cell_seconds(workdir), ledger.cell_epochs(workdir)
+  except (OSError, ValueError, AttributeError, TypeError):
+    return None
+  others = sorted(t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec)
+  if not others or not mine[0] or not mine[1]:
+    return None
+  ratio = mine[0] / mine[1] / others[len(others) // 2]
+  path = os.path.join(ledger.RUNS, "pace.json")
+  try:
+    with open(path) as f:
+      cells = json.load(f)["cells"]
+  except (OSError, ValueError, KeyError, TypeError):
+    cells = []
+  cells.append({"cell": os.path.relpath(workdir, ledger.RUNS), "ratio": round(ratio, 4),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+  write_text(path, json.dumps({"cells": cells}, indent=1))
+  return ratio
 
 
 def _resumes_after(workdir: str) -> float:
@@ -187,23 +249,27 @@ def _resumes_after(workdir: str) -> float:
   return (ledger.cell_seconds(workdir, max(steps)) or 0.0) if steps else 0.0
 
 
-def _longest_by_kind() -> dict:
-  """{_kind: (longest cell_seconds, cells)} over the finished records (unreadable ones and
-  ones with nothing logged are passed over)."""
+def _records_by_kind() -> dict:
+  """{_kind: [(record, cell_seconds, epochs logged)]} over the finished records (unreadable
+  ones and ones with nothing logged are passed over)."""
   out: dict = {}
   for rec in ledger.finished_records():
     try:
-      saved = _saved_config(rec)
-      run = saved.get("config", {})
-      kind = _kind(saved.get("identity", {}), _at(run, "budget"), _at(run, "train.epochs"),
-                   _at(run, "train.patience"))
+      kind = _record_kind(rec)
     except (OSError, ValueError, AttributeError, TypeError):  # twin_of names an unreadable record
       continue
-    t = ledger.cell_seconds(rec)
-    if t:
-      best, n = out.get(kind, (0.0, 0))
-      out[kind] = (max(best, t), n + 1)
+    t, n = ledger.cell_seconds(rec), ledger.cell_epochs(rec)
+    if t and n:
+      out.setdefault(kind, []).append((rec, t, n))
   return out
+
+
+def _record_kind(folder: str) -> tuple:
+  """The _kind of a cell folder or record, from its config.json."""
+  saved = _saved_config(folder)
+  run = saved.get("config", {})
+  return _kind(saved.get("identity", {}), _at(run, "budget"), _at(run, "train.epochs"),
+               _at(run, "train.patience"))
 
 
 def _kind(identity: dict, budget, epochs, patience) -> tuple:

@@ -117,6 +117,18 @@ def cell_seconds(folder: str, upto: int | None = None) -> float | None:
   each epoch's `seconds` and `eval_seconds`; an epoch logged twice, as a resumed run repeats the
   epochs after its last checkpoint, counts once, its last line), through epoch `upto` if given;
   None without a log or if it cannot be read. Compilation and start-up are not logged."""
+  epochs = _epoch_seconds(folder)
+  return None if epochs is None else sum(t for e, t in epochs.items() if upto is None or e <= upto)
+
+
+def cell_epochs(folder: str) -> int | None:
+  """How many epochs a cell folder or record logged (each once; as cell_seconds counts them)."""
+  epochs = _epoch_seconds(folder)
+  return None if epochs is None else len(epochs)
+
+
+def _epoch_seconds(folder: str) -> dict | None:
+  """{epoch: training + evaluation seconds} from a cell's log (cell_seconds), or None."""
   import json
   import zlib
   for name in ("metrics.jsonl", "metrics.jsonl.gz"):
@@ -140,7 +152,7 @@ def cell_seconds(folder: str, upto: int | None = None) -> float | None:
       _SECONDS[key] = epochs
   except (OSError, EOFError, zlib.error):  # a log cut short (gzip) or gone meanwhile
     return None
-  return sum(t for e, t in _SECONDS[key].items() if upto is None or e <= upto)
+  return _SECONDS[key]
 
 
 _SECONDS: dict = {}  # {(log, mtime, size): {epoch: seconds}}: `campaign --list` asks for every cell

@@ -166,20 +166,14 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
   assert table1.collect(str(base / "runs" / "t1")) == before and len(before) == 1
 
 
-def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
-  """--end (common.END): a cell is estimated by the longest recorded finished cell of its kind
-  (training + evaluation seconds of its log, an epoch logged twice counted once), or by this
-  data's BPR cell times the method's ratio to BPR on other data x FALLBACK_MARGIN, less what its
-  own interrupted run keeps; one that would overrun (x END_MARGIN + START_SECONDS) is passed
-  over, one that fits or has no estimate starts; a stale cell is not retired for a rerun that
-  cannot fit; unreadable or empty records are passed over."""
+def timed_records(base):
+  """Recorded cells with timed logs under results/cells/g/: synthetic bpr 600 s and 400 s (13
+  epochs each); lastfm bpr 100 s and til_ui 350 s (3.5x bpr); an ml-100k bpr cell that logged
+  nothing and one whose log is cut: neither times anything. Returns the helpers that wrote them:
+  config_json(folder, seed, method, data) and log(seconds an epoch, epochs)."""
   config = common.config_path("synthetic", "mf")
-  runs = base / "runs" / "g"
-  monkeypatch.setattr(common, "END_MARGIN", 1.15)
-  monkeypatch.setattr(common, "START_SECONDS", 120.0)
-  monkeypatch.setattr(common, "FALLBACK_MARGIN", 1.5)
 
-  def config_json(d, seed, method="bpr", data="synthetic"):   # the fields these checks read
+  def config_json(d, seed, method="bpr", data="synthetic"):   # the fields the estimates read
     ident = dict(common.cell_fields(common.cell_args(config, {"method": method, "seed": seed}, "tiny")))
     del ident["_files"]
     run = {"budget": ident.pop("budget"),
@@ -191,8 +185,6 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
     return "".join(json.dumps({"epoch": e, "seconds": secs, **({"eval_seconds": secs} if e % 2 else {})})
                    + "\n" for e in range(1, epochs + 1))
 
-  # recorded: synthetic bpr 600 s and 400 s; lastfm bpr 100 s and til_ui 350 s (3.5x bpr); an
-  # ml-100k bpr cell that logged nothing and one whose log is cut: neither times anything
   for cell, text, method, data in (("bpr/seed0", log(30.0), "bpr", "synthetic"),
                                    ("bpr/seed1", log(20.0) + log(20.0, 3), "bpr", "synthetic"),
                                    ("lastfm/bpr", log(5.0), "bpr", "lastfm"),
@@ -205,6 +197,22 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
     packed = gzip.compress(log(1.0).encode() if text is None else text.encode())
     (d / "metrics.jsonl.gz").write_bytes(packed[:-9] if text is None else packed)
     (d / "metrics.json").write_text("{}")
+  return config_json, log
+
+
+def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
+  """--end (common.END): a cell is estimated by the longest recorded finished cell of its kind
+  (training + evaluation seconds of its log, an epoch logged twice counted once), or by this
+  data's BPR cell times the method's ratio to BPR on other data x FALLBACK_MARGIN, less what its
+  own interrupted run keeps; one that would overrun (x END_MARGIN + START_SECONDS) is passed
+  over, one that fits or has no estimate starts; a stale cell is not retired for a rerun that
+  cannot fit; unreadable or empty records are passed over."""
+  config = common.config_path("synthetic", "mf")
+  runs = base / "runs" / "g"
+  monkeypatch.setattr(common, "END_MARGIN", 1.15)
+  monkeypatch.setattr(common, "START_SECONDS", 120.0)
+  monkeypatch.setattr(common, "FALLBACK_MARGIN", 1.5)
+  config_json, log = timed_records(base)
   recs = base / "results" / "cells" / "g"
   assert ledger.cell_seconds(str(recs / "bpr" / "seed1")) == pytest.approx(400.0)  # 1-3 twice
   assert ledger.cell_seconds(str(recs / "bpr" / "seed1"), upto=2) == pytest.approx(60.0)
@@ -254,3 +262,48 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
   monkeypatch.setattr(common, "END", common.time.time() - 1)   # past the end: nothing starts
   assert common.run_cell(str(runs), "til_mi/seed1", config, {"method": "til_mi", "seed": 1}, "tiny") is None
   assert "not started, past the end" in capsys.readouterr().out and len(trained) == 3
+
+
+def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, monkeypatch, capsys):
+  """record_pace: a cell that finished on this machine, at half its kind's recorded seconds per
+  epoch, makes later estimates the longest cell's epochs x the median seconds per epoch x 0.5,
+  the fallback's ratio included; the pace is the median of the last 3 cells, clipped; a cell with
+  no other record of its kind, or outside runs/, adds none; a new machine (no runs/) has none."""
+  config = common.config_path("synthetic", "mf")
+  monkeypatch.setattr(common, "FALLBACK_MARGIN", 1.5)
+  config_json, log = timed_records(base)
+  runs = base / "runs" / "g"
+  assert common.sitting_pace() is None
+  assert common.estimate_seconds(str(runs / "bpr" / "seed3"), config,
+                                 {"method": "bpr", "seed": 3}, "tiny")[0] == pytest.approx(600.0)
+  # bpr/seed2 ran here: 13 epochs, 300 s; its kind's records: 400/13 and 600/13 s an epoch
+  # (the median of two is the upper one), so 0.5
+  mine = runs / "bpr" / "seed2"
+  config_json(mine, 2)
+  (mine / "metrics.jsonl").write_text(log(15.0))
+  assert common.record_pace(str(mine)) == pytest.approx(0.5)
+  assert common.sitting_pace() == pytest.approx(0.5)
+  est = common.estimate_seconds(str(runs / "bpr" / "seed3"), config, {"method": "bpr", "seed": 3}, "tiny")
+  assert est[0] == pytest.approx(13 * 600.0 / 13 * 0.5) and "pace x0.50" in est[1]
+  # the fallback: this data's BPR at the pace x til_ui's ratio on lastfm (also paced: 3.5) x 1.5
+  est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
+  assert est[0] == pytest.approx(300.0 * 3.5 * 1.5)
+  # no other record of its kind: no ratio; nor for a folder outside runs/
+  lone = runs / "til_mi" / "seed0"
+  config_json(lone, 0, "til_mi")
+  (lone / "metrics.jsonl").write_text(log(1.0))
+  assert common.record_pace(str(lone)) is None
+  away = base / "elsewhere" / "bpr"
+  config_json(away, 2)
+  (away / "metrics.jsonl").write_text(log(15.0))
+  assert common.record_pace(str(away)) is None
+  assert len(json.loads((base / "runs" / "pace.json").read_text())["cells"]) == 1
+  # the median of the last three ratios, clipped to PACE_RANGE
+  for secs in (600.0, 600.0):   # 20x the kind's seconds per epoch (a cell run beside a suite)
+    other = runs / "bpr" / f"s{secs}-{len(os.listdir(runs / 'bpr'))}"
+    config_json(other, 2)
+    (other / "metrics.jsonl").write_text(log(secs))
+    common.record_pace(str(other))
+  assert common.sitting_pace() == common.PACE_RANGE[1]
+  (base / "runs" / "pace.json").write_text("{not json")
+  assert common.sitting_pace() is None
