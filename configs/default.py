@@ -41,6 +41,9 @@ DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {
     # gowalla: BPR-MF at lr 1e-3, L2 1e-3 (configs/gowalla_mf.py), seed 0: epoch 220
     # (results/grid_gowalla_mf_bpr_l2mid.csv)
     "gowalla": {"til.pretrain_epochs": 220},
+    # amazon-cd: BPR-MF at lr 1e-3, L2 1e-2 (configs/amazon_cd_mf.py), seed 0: epoch 260
+    # (results/grid_amazon_cd_mf_bpr.csv)
+    "amazon-cd": {"til.pretrain_epochs": 260},
 }}
 
 
