@@ -291,7 +291,8 @@ def untuned(step: tuple) -> list[str]:
   """What a step needs tuned first. A Table 1 row, a figure, an importance study or a grid of
   another method than BPR trains only with a configs/<dataset>_<backbone>.py whose `TUNED` names
   the grids that tuned it: at least one, and every grid step of its pair marked TUNES (for a
-  grid: BPR's). TIL-MI trains only on a dataset whose pre-training is measured
+  grid: BPR's; for an importance study, whose variants and controls are BPR's and TIL-UI's:
+  those two methods'). TIL-MI trains only on a dataset whose pre-training is measured
   (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
   _, module, a = _step_args(step)
   gates = [g for g in STEPS if TUNES in g[3:] and g[0] != step[0]]
@@ -304,6 +305,8 @@ def untuned(step: tuple) -> list[str]:
   elif module in ("experiments.figures", "experiments.importance_study"):
     pairs = [(a["dataset"], a.get("backbone", "mf"))]
     mi = module == "experiments.figures" and a.get("fig") in ("3", "5")
+    if module == "experiments.importance_study":   # its variants are BPR's and TIL-UI's
+      gates = [g for g in gates if _step_args(g)[2].get("method") in ("bpr", "til_ui")]
   else:
     return []
   # the files as they are now (common.config_module): a campaign outlives their edits

@@ -501,8 +501,8 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path, monkeypatch):
 
 
 def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys):
-  """A Table 1 row (or figure, or importance study) runs only on a config that names the grid
-  that tuned it (TUNED), and TIL-MI only where the dataset's pre-training is set. (ml100k is in
+  """A Table 1 row (or figure, or importance study) runs only on a config that names the grids
+  that tuned it (TUNED; an importance study: BPR's and TIL-UI's), and TIL-MI only where the dataset's pre-training is set. (ml100k is in
   no campaign: its config is never tuned.)"""
   import importlib
 
@@ -538,6 +538,13 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
   assert campaign.untuned(gates[1]) == [
       "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)"]
   assert campaign.untuned(gates[0]) == []
+  # an importance study (BPR's and TIL-UI's variants) waits for BPR's and TIL-UI's grids only
+  til_ui = campaign._grid("lastfm-mf-til_ui-z", "lastfm", "mf", "til_ui", "til.gen_lr=1e-2",
+                          out="grid_z.csv", tunes=True)
+  monkeypatch.setattr(campaign, "STEPS", [*campaign.STEPS, til_ui])
+  assert campaign.untuned(campaign._importance("i", "lastfm", "clean", "bpr,til_ui")) == [
+      "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)",
+      "configs/lastfm_mf.py TUNED does not name grid_z.csv (lastfm-mf-til_ui-z)"]
   assert campaign.untuned(step["lastfm-lightgcn-table1"]) == []   # another pair
   steps = [step["lastfm-mf-bpr-grid"], row, step["lastfm-mf-fig3"]]
   monkeypatch.setattr(campaign, "STEPS", steps)
