@@ -502,8 +502,8 @@ def test_campaign_counts_the_finished_cells_of_each_step(tmp_path, monkeypatch):
 
 def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys):
   """A Table 1 row (or figure, or importance study) runs only on a config that names the grids
-  that tuned it (TUNED; an importance study: BPR's and TIL-UI's), and TIL-MI only where the dataset's pre-training is set. (ml100k is in
-  no campaign: its config is never tuned.)"""
+  that tuned it (TUNED; an importance study: BPR's and TIL-UI's), and TIL-MI only where the
+  dataset's pre-training is set. (ml100k is in no campaign: its config is never tuned.)"""
   import importlib
 
   from experiments import campaign
