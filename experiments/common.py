@@ -117,8 +117,12 @@ def run_cell(root: str, cell: str, config: str, overrides: dict, budget: str,
   if rc != 0 or not os.path.exists(done):
     print(f"[fail] {cell}: exit {rc}; see {workdir}/run.log", flush=True)
     return None
-  pace = record_pace(workdir)   # before its record joins the others of its kind
   ledger.save(workdir, overwrite=True)
+  try:
+    pace = record_pace(workdir)   # (its own record is left out of the reference)
+  except (OSError, ValueError, AttributeError, TypeError) as e:   # a timing aid: never fatal
+    print(f"[pace] {cell}: not recorded ({e})", flush=True)
+    pace = None
   with open(done) as f:
     m = json.load(f)
   print((f"[pace] {cell}: {pace:.2f}x its kind's recorded seconds per epoch\n" if pace else "")
