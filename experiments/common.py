@@ -172,12 +172,17 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
   data, method, rest = _kind(f, f["budget"], f["train.epochs"], f["train.patience"])
   kinds, pace = _records_by_kind(), sitting_pace()
 
+  here = _cells_timed_here()
+
   def full_time(kind):   # the kind's longest cell, at this machine's pace once it is known
     cells = kinds[kind]
     if pace is None:
       return max(t for _, t, _ in cells)
-    per_epoch = sorted(t / n for _, t, n in cells)[len(cells) // 2]
-    return max(n for _, _, n in cells) * per_epoch * pace
+    # at the pace, against the records made elsewhere (the ones the pace was measured against);
+    # a kind recorded only here is at this machine's speed already
+    away = [c for c in cells if c[0] not in here]
+    per_epoch = sorted(t / n for _, t, n in (away or cells))[len(away or cells) // 2]
+    return max(n for _, _, n in cells) * per_epoch * (pace if away else 1.0)
 
   if (data, method, rest) in kinds:
     full = full_time((data, method, rest))
@@ -204,8 +209,9 @@ def sitting_pace() -> float | None:
   scratch folder (a new checkout has none), so a pace never outlives the machine it measured."""
   try:
     with open(os.path.join(ledger.RUNS, "pace.json")) as f:
-      ratios = [float(c["ratio"]) for c in json.load(f)["cells"]][-PACE_CELLS:]
-  except (OSError, ValueError, KeyError, TypeError):
+      ratios = [float(c["ratio"]) for c in json.load(f)["cells"]
+                if c.get("ratio") is not None][-PACE_CELLS:]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return None
   if not ratios:
     return None
@@ -214,9 +220,11 @@ def sitting_pace() -> float | None:
 
 
 def record_pace(workdir: str) -> float | None:
-  """After a cell finished here: its seconds per epoch over the median of the other recorded
-  cells of its kind, appended to <runs>/pace.json (sitting_pace); the ratio, or None if it has
-  no other record of its kind or no log."""
+  """After a cell finished here: its seconds per epoch over the median of the recorded cells of
+  its kind made elsewhere (not this cell, nor any cell pace.json lists as finished here: a
+  reference that held them would count this machine's speed twice), appended to
+  <runs>/pace.json (sitting_pace); the ratio, or None (listed too, with no ratio) if it has no
+  such record or no log."""
   rec = ledger.record_of(workdir)
   if rec is None:   # a folder outside runs/ (a test's, an ad-hoc --root) times nothing
     return None
@@ -225,20 +233,30 @@ def record_pace(workdir: str) -> float | None:
     mine = ledger.cell_seconds(workdir), ledger.cell_epochs(workdir)
   except (OSError, ValueError, AttributeError, TypeError):
     return None
-  others = sorted(t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec)
-  if not others or not mine[0] or not mine[1]:
-    return None
-  ratio = mine[0] / mine[1] / others[len(others) // 2]
+  here = _cells_timed_here()
+  others = sorted(t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec and r not in here)
+  ratio = mine[0] / mine[1] / others[len(others) // 2] if others and mine[0] and mine[1] else None
   path = os.path.join(ledger.RUNS, "pace.json")
   try:
     with open(path) as f:
-      cells = json.load(f)["cells"]
+      cells = list(json.load(f)["cells"])
   except (OSError, ValueError, KeyError, TypeError):
     cells = []
-  cells.append({"cell": os.path.relpath(workdir, ledger.RUNS), "ratio": round(ratio, 4),
+  cells.append({"cell": os.path.relpath(workdir, ledger.RUNS),
+                "ratio": None if ratio is None else round(ratio, 4),
                 "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
   write_text(path, json.dumps({"cells": cells}, indent=1))
   return ratio
+
+
+def _cells_timed_here() -> set:
+  """The records of the cells pace.json lists as finished on this machine."""
+  try:
+    with open(os.path.join(ledger.RUNS, "pace.json")) as f:
+      listed = [c["cell"] for c in json.load(f)["cells"]]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return set()
+  return {ledger.record_of(os.path.join(ledger.RUNS, c)) for c in listed if isinstance(c, str)}
 
 
 def _resumes_after(workdir: str) -> float:
@@ -262,10 +280,21 @@ def _records_by_kind() -> dict:
       kind = _record_kind(rec)
     except (OSError, ValueError, AttributeError, TypeError):  # twin_of names an unreadable record
       continue
+    if cell_twin(rec):   # a copy of another record's log: counted once, as that record
+      continue
     t, n = ledger.cell_seconds(rec), ledger.cell_epochs(rec)
     if t and n:
       out.setdefault(kind, []).append((rec, t, n))
   return out
+
+
+def cell_twin(folder: str) -> str:
+  """The record a cell folder or record was copied from (cell.json `twin_of`), or ''."""
+  try:
+    with open(os.path.join(folder, "cell.json")) as f:
+      return str(json.load(f).get("twin_of") or "")
+  except (OSError, ValueError, AttributeError):
+    return ""
 
 
 def _record_kind(folder: str) -> tuple:

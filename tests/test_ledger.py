@@ -276,15 +276,26 @@ def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, mon
   assert common.sitting_pace() is None
   assert common.estimate_seconds(str(runs / "bpr" / "seed3"), config,
                                  {"method": "bpr", "seed": 3}, "tiny")[0] == pytest.approx(600.0)
+  # a twin (a copy of bpr/seed1's record for another runner) is not a third record of the kind
+  recs = base / "results" / "cells" / "g"
+  shutil.copytree(recs / "bpr" / "seed1", recs / "bpr" / "twin")
+  (recs / "bpr" / "twin" / "cell.json").write_text(json.dumps({"twin_of": str(recs / "bpr" / "seed1")}))
   # bpr/seed2 ran here: 13 epochs, 300 s; its kind's records: 400/13 and 600/13 s an epoch
   # (the median of two is the upper one), so 0.5
   mine = runs / "bpr" / "seed2"
   config_json(mine, 2)
   (mine / "metrics.jsonl").write_text(log(15.0))
+  (mine / "cell.json").write_text('{"commit": "abc", "command": []}')
+  (mine / "metrics.json").write_text("{}")
   assert common.record_pace(str(mine)) == pytest.approx(0.5)
   assert common.sitting_pace() == pytest.approx(0.5)
+  assert ledger.save(str(mine))   # its record joins the kind, but not the pace's reference
   est = common.estimate_seconds(str(runs / "bpr" / "seed3"), config, {"method": "bpr", "seed": 3}, "tiny")
   assert est[0] == pytest.approx(13 * 600.0 / 13 * 0.5) and "pace x0.50" in est[1]
+  again = runs / "bpr" / "seed6"   # the same speed again: still 0.5 (0.75 if seed2 counted)
+  config_json(again, 6)
+  (again / "metrics.jsonl").write_text(log(15.0))
+  assert common.record_pace(str(again)) == pytest.approx(0.5)
   # the fallback: this data's BPR at the pace x til_ui's ratio on lastfm (also paced: 3.5) x 1.5
   est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
   assert est[0] == pytest.approx(300.0 * 3.5 * 1.5)
@@ -297,7 +308,9 @@ def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, mon
   config_json(away, 2)
   (away / "metrics.jsonl").write_text(log(15.0))
   assert common.record_pace(str(away)) is None
-  assert len(json.loads((base / "runs" / "pace.json").read_text())["cells"]) == 1
+  listed = json.loads((base / "runs" / "pace.json").read_text())["cells"]
+  assert [c["cell"] for c in listed] == ["g/bpr/seed2", "g/bpr/seed6", "g/til_mi/seed0"]
+  assert listed[-1]["ratio"] is None and common.sitting_pace() == pytest.approx(0.5)
   # the median of the last three ratios, clipped to PACE_RANGE
   for secs in (600.0, 600.0):   # 20x the kind's seconds per epoch (a cell run beside a suite)
     other = runs / "bpr" / f"s{secs}-{len(os.listdir(runs / 'bpr'))}"
