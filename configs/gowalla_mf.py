@@ -10,8 +10,8 @@ Expected (measured 2026-12-02, CPU-2, seed 0, converged budget): BPR stops by pa
 
 from configs.base import make
 
-# The grids that tuned BPR's lr and L2 for this row (experiments.campaign runs a row, a figure or
-# an importance study only on a config that names them).
+# The grids that tuned this row: BPR's lr and L2, then the methods' own knobs (experiments.campaign
+# runs a row, a figure or an importance study only on a config that names them).
 TUNED = ("results/grid_gowalla_mf_bpr.csv", "results/grid_gowalla_mf_bpr_l2mid.csv",
          "results/grid_gowalla_mf_bpr_l2fine.csv", "results/grid_gowalla_mf_til_ui.csv",
          "results/grid_gowalla_mf_pris.csv")
