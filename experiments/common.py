@@ -170,9 +170,7 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
   if f is None:
     return None
   data, method, rest = _kind(f, f["budget"], f["train.epochs"], f["train.patience"])
-  kinds, pace = _records_by_kind(), sitting_pace()
-
-  here = _cells_timed_here()
+  kinds, pace, here = _records_by_kind(), sitting_pace(), _cells_timed_here()
 
   def full_time(kind):   # the kind's longest cell, at this machine's pace once it is known
     cells = kinds[kind]
@@ -181,7 +179,7 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
     # at the pace, against the records made elsewhere (the ones the pace was measured against);
     # a kind recorded only here is at this machine's speed already
     away = [c for c in cells if c[0] not in here]
-    per_epoch = sorted(t / n for _, t, n in (away or cells))[len(away or cells) // 2]
+    per_epoch = _upper_median([t / n for _, t, n in (away or cells)])
     return max(n for _, _, n in cells) * per_epoch * (pace if away else 1.0)
 
   if (data, method, rest) in kinds:
@@ -207,16 +205,10 @@ def sitting_pace() -> float | None:
   <runs>/pace.json (record_pace: a cell's seconds per epoch here over its kind's other records'),
   clipped to PACE_RANGE; None before a cell has finished here. runs/ is this machine's own
   scratch folder (a new checkout has none), so a pace never outlives the machine it measured."""
-  try:
-    with open(os.path.join(ledger.RUNS, "pace.json")) as f:
-      ratios = [float(c["ratio"]) for c in json.load(f)["cells"]
-                if c.get("ratio") is not None][-PACE_CELLS:]
-  except (OSError, ValueError, KeyError, TypeError, AttributeError):
-    return None
+  ratios = [c["ratio"] for c in _pace_cells() if c["ratio"] is not None][-PACE_CELLS:]
   if not ratios:
     return None
-  mid = sorted(ratios)[len(ratios) // 2]
-  return min(max(mid, PACE_RANGE[0]), PACE_RANGE[1])
+  return min(max(_upper_median(ratios), PACE_RANGE[0]), PACE_RANGE[1])
 
 
 def record_pace(workdir: str) -> float | None:
@@ -234,29 +226,36 @@ def record_pace(workdir: str) -> float | None:
   except (OSError, ValueError, AttributeError, TypeError):
     return None
   here = _cells_timed_here()
-  others = sorted(t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec and r not in here)
-  ratio = mine[0] / mine[1] / others[len(others) // 2] if others and mine[0] and mine[1] else None
-  path = os.path.join(ledger.RUNS, "pace.json")
-  try:
-    with open(path) as f:
-      cells = list(json.load(f)["cells"])
-  except (OSError, ValueError, KeyError, TypeError):
-    cells = []
-  cells.append({"cell": os.path.relpath(workdir, ledger.RUNS),
-                "ratio": None if ratio is None else round(ratio, 4),
-                "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-  write_text(path, json.dumps({"cells": cells}, indent=1))
+  others = [t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec and r not in here]
+  ratio = mine[0] / mine[1] / _upper_median(others) if others and mine[0] and mine[1] else None
+  cells = _pace_cells() + [{"cell": os.path.relpath(workdir, ledger.RUNS),
+                            "ratio": None if ratio is None else round(ratio, 4),
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+  write_text(os.path.join(ledger.RUNS, "pace.json"), json.dumps({"cells": cells}, indent=1))
   return ratio
+
+
+def _pace_cells() -> list[dict]:
+  """The cells <runs>/pace.json lists as finished on this machine ({"cell": path under runs/,
+  "ratio": float or None, "at": time}); [] without a readable file (malformed entries dropped)."""
+  try:
+    with open(os.path.join(ledger.RUNS, "pace.json")) as f:
+      listed = json.load(f)["cells"]
+    return [{**c, "ratio": None if c.get("ratio") is None else float(c["ratio"])}
+            for c in listed if isinstance(c, dict) and isinstance(c.get("cell"), str)]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return []
 
 
 def _cells_timed_here() -> set:
   """The records of the cells pace.json lists as finished on this machine."""
-  try:
-    with open(os.path.join(ledger.RUNS, "pace.json")) as f:
-      listed = [c["cell"] for c in json.load(f)["cells"]]
-  except (OSError, ValueError, KeyError, TypeError, AttributeError):
-    return set()
-  return {ledger.record_of(os.path.join(ledger.RUNS, c)) for c in listed if isinstance(c, str)}
+  return {ledger.record_of(os.path.join(ledger.RUNS, c["cell"])) for c in _pace_cells()}
+
+
+def _upper_median(values: list[float]) -> float:
+  """The median, the upper of the middle two for an even count (on the slow side as a
+  per-epoch time)."""
+  return sorted(values)[len(values) // 2]
 
 
 def _resumes_after(workdir: str) -> float:
@@ -280,21 +279,12 @@ def _records_by_kind() -> dict:
       kind = _record_kind(rec)
     except (OSError, ValueError, AttributeError, TypeError):  # twin_of names an unreadable record
       continue
-    if cell_twin(rec):   # a copy of another record's log: counted once, as that record
+    if _cell_json(rec).get("twin_of"):   # a copy of another record's log: counted once, as that record
       continue
     t, n = ledger.cell_seconds(rec), ledger.cell_epochs(rec)
     if t and n:
       out.setdefault(kind, []).append((rec, t, n))
   return out
-
-
-def cell_twin(folder: str) -> str:
-  """The record a cell folder or record was copied from (cell.json `twin_of`), or ''."""
-  try:
-    with open(os.path.join(folder, "cell.json")) as f:
-      return str(json.load(f).get("twin_of") or "")
-  except (OSError, ValueError, AttributeError):
-    return ""
 
 
 def _record_kind(folder: str) -> tuple:
@@ -369,11 +359,17 @@ def _saved_config(workdir: str) -> dict:
 
 def cell_commit(workdir: str) -> str:
   """The commit a cell was started at (cell.json), or ''."""
+  return _cell_json(workdir).get("commit", "")
+
+
+def _cell_json(folder: str) -> dict:
+  """A cell folder's or record's cell.json (its command, commit, `twin_of`), or {}."""
   try:
-    with open(os.path.join(workdir, "cell.json")) as f:
-      return json.load(f).get("commit", "")
+    with open(os.path.join(folder, "cell.json")) as f:
+      got = json.load(f)
   except (OSError, ValueError):
-    return ""
+    return {}
+  return got if isinstance(got, dict) else {}
 
 
 def mismatches(workdir: str, fields: dict) -> str:

@@ -267,8 +267,9 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
 def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, monkeypatch, capsys):
   """record_pace: a cell that finished on this machine, at half its kind's recorded seconds per
   epoch, makes later estimates the longest cell's epochs x the median seconds per epoch x 0.5,
-  the fallback's ratio included; the pace is the median of the last 3 cells, clipped; a cell with
-  no other record of its kind, or outside runs/, adds none; a new machine (no runs/) has none."""
+  the fallback's ratio included; the reference leaves out twins and this machine's own cells; the
+  pace is the median of the last 3 ratios, clipped; a cell with no other record of its kind is
+  listed with no ratio, one outside runs/ not at all; a new machine (no runs/) has no pace."""
   config = common.config_path("synthetic", "mf")
   monkeypatch.setattr(common, "FALLBACK_MARGIN", 1.5)
   config_json, log = timed_records(base)
