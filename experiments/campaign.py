@@ -133,6 +133,12 @@ STEPS = [
     _grid("lastfm-mf-neg4-temperature", "lastfm", "mf", "til_ui", "til.temperature=0.1,10,100",
           root="grid_neg4", out="grid_lastfm_mf_til_ui_neg4_temperature.csv",
           fixed="train.negatives=4;til.weight_norm=group_softmax"),
+    # ... and Adam's lookahead (the one variant whose weights rank the injected positives,
+    # AUROC 0.82, but are flat) with its weights normalised to batch mean 1 (session 12)
+    _importance("lastfm-mf-importance-adam-norm-clean", "lastfm", "clean",
+                "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
+    _importance("lastfm-mf-importance-adam-norm-noisy-pos", "lastfm", "noise",
+                "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
     # lastfm x LightGCN (1 layer): BPR's grid (lr 1e-4 left out: the worst on MF), the row
     _grid("lastfm-lightgcn-bpr-grid", "lastfm", "lightgcn", "bpr",
           "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),

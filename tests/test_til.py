@@ -564,6 +564,43 @@ def test_optimizer_lookahead_is_the_real_adam_step_and_its_hypergradient_checks_
     assert np.abs(g_flat - np.asarray(jax.flatten_util.ravel_pytree(g_sgd)[0])).max() > 1e-6
 
 
+@pytest.mark.parametrize("norm", ["mean", "softmax"])
+def test_optimizer_lookahead_with_normalised_weights(norm):
+  """Adam's lookahead with weights normalised to batch mean 1 (importance_study's
+  adam_lookahead_{mean,softmax}): the hypergradient matches central finite differences, and
+  under the softmax it is blind to the generator's output bias (a uniform logit shift leaves
+  B * softmax unchanged), which it is not without normalisation."""
+  with jax.enable_x64(True):
+    model, params, batch, settings, ctx, gen_params = fixture(weight_norm=norm)
+    s = bilevel.triplet_state(model, params, ctx, batch, settings)
+    tx = optax.adam(0.05)
+    st = tx.init(params)
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+      st = tx.update(jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params), st,
+                     params)[1]
+    ctx_a = {**ctx, "opt": (tx, st)}
+
+    def hyper(gp, how):
+      opt = bilevel.TILSettings(**{**settings.__dict__, "lookahead": "optimizer",
+                                   "weight_norm": how})
+      return bilevel.hypergradient(gp, params, s, model, ctx_a, batch, batch["outer"], opt)
+
+    _, g = hyper(gen_params, norm)
+    flat, unravel = jax.flatten_util.ravel_pytree(gen_params)
+    g_flat = np.asarray(jax.flatten_util.ravel_pytree(g)[0])
+    for k in np.random.default_rng(2).choice(flat.size, 8, replace=False):
+      e = np.zeros(flat.size)
+      e[k] = 1e-6
+      fd = (float(hyper(unravel(flat + e), norm)[0]) - float(hyper(unravel(flat - e), norm)[0]))
+      np.testing.assert_allclose(g_flat[k], fd / 2e-6, rtol=1e-5, atol=1e-10)
+    assert np.abs(g_flat).max() > 1e-8
+    bias = lambda grads: float(np.abs(np.asarray(grads["params"]["W2"]["bias"])).max())
+    if norm == "softmax":
+      assert bias(g) < 1e-12 * np.abs(g_flat).max() + 1e-15
+    assert bias(hyper(gen_params, "none")[1]) > 1e-8
+
+
 def test_optimizer_lookahead_refuses_the_linear_routes():
   from til_jax.errors import ConfigError
   c = default.get_config()
