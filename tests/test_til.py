@@ -515,6 +515,26 @@ def _check_batch_kl(reduction):
                                float(bilevel.cluster_loss(model, params, all_items, s)), rtol=1e-9)
 
 
+def _adam_state_with_moments(tx, params, steps, seed):
+  """Adam's state after `steps` updates on random gradients: nonzero moments."""
+  st = tx.init(params)
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    st = tx.update(jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params), st,
+                   params)[1]
+  return st
+
+
+def _assert_matches_central_differences(f, flat, g_flat, n, seed, eps=1e-6):
+  """g_flat (the gradient of the scalar f at the flat vector `flat`) against central finite
+  differences along n random coordinates."""
+  for k in np.random.default_rng(seed).choice(flat.size, n, replace=False):
+    e = np.zeros(flat.size)
+    e[k] = eps
+    np.testing.assert_allclose(g_flat[k], (f(flat + e) - f(flat - e)) / (2 * eps), rtol=1e-5,
+                               atol=1e-10)
+
+
 def test_optimizer_lookahead_is_the_real_adam_step_and_its_hypergradient_checks_out():
   """til.lookahead=optimizer: Theta~ is OPT_Theta's next step with its state held (NumPy Adam
   with nonzero moments); with SGD at lr it equals Eq. 15 at lr_look = lr; the hypergradient
@@ -533,11 +553,7 @@ def test_optimizer_lookahead_is_the_real_adam_step_and_its_hypergradient_checks_
     # Adam with moments from three earlier steps
     lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-8
     tx = optax.adam(lr)
-    st = tx.init(params)
-    rng = np.random.default_rng(4)
-    for _ in range(3):
-      st = tx.update(jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params), st,
-                     params)[1]
+    st = _adam_state_with_moments(tx, params, steps=3, seed=4)
     ctx_a = {**ctx, "opt": (tx, st)}
     got = bilevel.lookahead(params, w, model, ctx_a, batch, opt)
     g = jax.grad(bilevel.inner_loss)(params, w, model, ctx, batch, settings)
@@ -553,11 +569,7 @@ def test_optimizer_lookahead_is_the_real_adam_step_and_its_hypergradient_checks_
     g_flat = np.asarray(jax.flatten_util.ravel_pytree(g_gen)[0])
     f = lambda vec: float(bilevel.hypergradient(unravel(vec), params, s, model, ctx_a, batch,
                                                 batch["outer"], opt)[0])
-    for k in np.random.default_rng(1).choice(flat.size, 10, replace=False):
-      e = np.zeros(flat.size)
-      e[k] = 1e-6
-      np.testing.assert_allclose(g_flat[k], (f(flat + e) - f(flat - e)) / 2e-6, rtol=1e-5,
-                                 atol=1e-10)
+    _assert_matches_central_differences(f, flat, g_flat, n=10, seed=1)
     assert np.abs(g_flat).max() > 0
     _, g_sgd = bilevel.hypergradient(gen_params, params, s, model, ctx, batch, batch["outer"],
                                      settings)
@@ -574,12 +586,7 @@ def test_optimizer_lookahead_with_normalised_weights(norm):
     model, params, batch, settings, ctx, gen_params = fixture(weight_norm=norm)
     s = bilevel.triplet_state(model, params, ctx, batch, settings)
     tx = optax.adam(0.05)
-    st = tx.init(params)
-    rng = np.random.default_rng(5)
-    for _ in range(2):
-      st = tx.update(jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params), st,
-                     params)[1]
-    ctx_a = {**ctx, "opt": (tx, st)}
+    ctx_a = {**ctx, "opt": (tx, _adam_state_with_moments(tx, params, steps=2, seed=5))}
 
     def hyper(gp, how):
       opt = bilevel.TILSettings(**{**settings.__dict__, "lookahead": "optimizer",
@@ -589,11 +596,8 @@ def test_optimizer_lookahead_with_normalised_weights(norm):
     _, g = hyper(gen_params, norm)
     flat, unravel = jax.flatten_util.ravel_pytree(gen_params)
     g_flat = np.asarray(jax.flatten_util.ravel_pytree(g)[0])
-    for k in np.random.default_rng(2).choice(flat.size, 8, replace=False):
-      e = np.zeros(flat.size)
-      e[k] = 1e-6
-      fd = (float(hyper(unravel(flat + e), norm)[0]) - float(hyper(unravel(flat - e), norm)[0]))
-      np.testing.assert_allclose(g_flat[k], fd / 2e-6, rtol=1e-5, atol=1e-10)
+    _assert_matches_central_differences(lambda vec: float(hyper(unravel(vec), norm)[0]), flat,
+                                        g_flat, n=8, seed=2)
     assert np.abs(g_flat).max() > 1e-8
     bias = lambda grads: float(np.abs(np.asarray(grads["params"]["W2"]["bias"])).max())
     if norm == "softmax":
