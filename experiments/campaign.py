@@ -139,6 +139,12 @@ STEPS = [
                 "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
     _importance("lastfm-mf-importance-adam-norm-noisy-pos", "lastfm", "noise",
                 "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
+    # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
+    # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
+    _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",
+          "0,1,2", root="grid_l2fine_adam_mean",  # own root: the point name omits --fixed
+          out="grid_lastfm_mf_adam_lookahead_mean_l2fine.csv",
+          fixed="til.lookahead=optimizer;til.weight_norm=mean"),
     # lastfm x LightGCN (1 layer): BPR's grid (lr 1e-4 left out: the worst on MF), the row
     _grid("lastfm-lightgcn-bpr-grid", "lastfm", "lightgcn", "bpr",
           "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2"),
