@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from til_jax.models import MF
-from til_jax.til import bilevel, clustering, states
+from til_jax.til import api, bilevel, clustering, states
 from til_jax.til.weight_generator import postprocess
 
 N_USERS, N_ITEMS, DIM, B = 5, 7, 4, 6
@@ -330,8 +330,48 @@ def _tiny_til(tmp_path, method, epochs, **kw):
   return tiny_config(data, method, epochs=epochs, **kw)
 
 
+@pytest.mark.parametrize("method_name", ["til_mi", "til_mik"])
+def test_schedule_sets_every_cluster_field_and_nothing_else(tmp_path, method_name):
+  """The schedule's conds carry the cluster fields alone (api._where, not the whole state): the
+  first bilevel step gives init_clusters' fields (TIL-MI's centres in params, TIL-MIK's in
+  aux), a refresh step recluster's (TIL-MIK: Lloyd-moved centres), any other step none."""
+  from til_jax.train import loop
+  cfg = _tiny_til(tmp_path, method_name, epochs=2,
+                  **{"til.refresh_every": 2, "til.pretrain_epochs": 1, "til.kmeans_iters": 2})
+  _, model, method, consts = loop.build(cfg)
+  core = method.core
+  scheduled = jax.jit(lambda st: core._scheduled(st, consts))
+  at = lambda st, k: st.replace(step=jnp.asarray(k, st.step.dtype))
+  p = core.settings.pretrain_steps
+  odd = p + 1 if (p + 1) % 2 else p + 2          # not a refresh step
+  state = at(loop.init_state(cfg, model, method), odd)
+  state = state.replace(params={**state.params, "model": jax.tree.map(
+      lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), state.params["model"])})
+
+  leaves = lambda st: [np.asarray(x) for x in jax.tree.leaves(api._cluster_fields(st))]
+
+  def check(before, want):
+    got = scheduled(before)
+    np.testing.assert_array_equal(np.asarray(got.params["model"]["item"]),
+                                  np.asarray(before.params["model"]["item"]))
+    for a, b in zip(leaves(got), leaves(want), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    return got
+
+  first = check(state, core.init_clusters(state, consts))
+  assert bool(first.aux["ready"])
+  moved = first.replace(params={**first.params, "model": jax.tree.map(
+      lambda x: x + 0.3 * jax.random.normal(jax.random.key(2), x.shape), first.params["model"])})
+  check(moved, moved)                                          # odd: nothing due
+  refresh = at(moved, odd + 1)
+  want = core.recluster(refresh, consts)
+  assert any(not np.array_equal(a, b) for a, b in zip(leaves(want), leaves(refresh)))
+  check(refresh, want)
+
+
 def test_memberships_refresh_on_schedule_and_resume_restores_clusters(tmp_path):
-  """TIL's update owns the schedule: plain BPR for the pre-training epoch, K-means at the first
+  """TIL's update owns the schedule: plain BPR for the pre-training epoch (its batches carry no
+  outer batch, and the loop's step for them is the pre-training branch), K-means at the first
   bilevel step, then memberships and T refreshed at global steps that are multiples of
   refresh_every, nothing asked of the caller."""
   from til_jax.train import loop
@@ -340,10 +380,12 @@ def test_memberships_refresh_on_schedule_and_resume_restores_clusters(tmp_path):
   state = loop.init_state(cfg, model, method)
   step = jax.jit(lambda s, b: method.update(s, b, consts))
   pre = method.epoch_batches(0, np.random.default_rng(0))
+  assert "outer" not in pre and "outer" in method.epoch_batches(1, np.random.default_rng(0))
+  pre_step = jax.jit(lambda s, b: method.epoch_update("pretrain")(s, b, consts))  # the loop's
   n = pre["users"].shape[0]
   assert method.core.settings.pretrain_steps == n
   for t in range(n):
-    state, m = step(state, jax.tree.map(lambda v, t=t: v[t], pre))
+    state, m = pre_step(state, jax.tree.map(lambda v, t=t: v[t], pre))
     assert np.isnan(float(m["w_mean"])) and not bool(state.aux["ready"])
   expected = method.core.init_clusters(state, consts)  # what the first bilevel step must do
   batches = method.epoch_batches(1, np.random.default_rng(0))

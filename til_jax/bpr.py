@@ -185,6 +185,11 @@ class BPR:
   def phase(self, epoch: int) -> str:
     return "main"
 
+  def epoch_update(self, phase: str):
+    """The step (state, batch, consts) -> (state, metrics) that an epoch of `phase`
+    (`self.phase(epoch)`) scans: `update`, unless the method's phases take different steps."""
+    return self.update
+
   def on_epoch_start(self, state, epoch: int, consts):
     return state
 

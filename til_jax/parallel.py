@@ -244,44 +244,48 @@ class DataParallel:
     return self.backend
 
   def epoch_fn(self, method):
-    """run_epoch(state, batches, consts) -> (state, metrics [steps] per name).
+    """run_epoch(state, batches, consts, phase="main") -> (state, metrics [steps] per name): the
+    scan of `method.epoch_update(phase)`, one compiled function per phase.
 
     state: from `put_state` (donated); batches: host arrays [steps, B] (split here); consts:
     from `put_replicated`."""
+    cache = {}
     if self.mode(method) == "pmap":  # one process (from_config refuses several)
-      pmapped = jax.pmap(self._per_device(method), axis_name=AXIS, in_axes=(None, 1, None),
-                         out_axes=None, donate_argnums=0, devices=list(self.mesh.devices.flat))
-
-      def run_pmap(state, batches, consts):
+      def run_pmap(state, batches, consts, phase: str = "main"):
+        if phase not in cache:
+          cache[phase] = jax.pmap(self._per_device(method, phase), axis_name=AXIS,
+                                  in_axes=(None, 1, None), out_axes=None, donate_argnums=0,
+                                  devices=list(self.mesh.devices.flat))
         # [steps, B] -> [steps, n_devices, B / n]: pmap maps axis 1, device d gets slice d
         split = jax.tree.map(lambda v: v.reshape(v.shape[0], self.size, -1, *v.shape[2:]), batches)
-        return pmapped(state, split, consts)
+        return cache[phase](state, split, consts)
       return run_pmap
-    cache = {}
 
-    def run(state, batches, consts):
-      if "fn" not in cache:
-        cache["fn"] = self.jitted_epoch(method, state)
-      return cache["fn"](state, self.put_batches(batches), consts)
+    def run(state, batches, consts, phase: str = "main"):
+      if phase not in cache:
+        cache[phase] = self.jitted_epoch(method, state, phase)
+      return cache[phase](state, self.put_batches(batches), consts)
     return run
 
-  def _per_device(self, method):
-    m = method.with_axis_name(AXIS)
+  def _per_device(self, method, phase: str = "main"):
+    step = method.with_axis_name(AXIS).epoch_update(phase)
 
     def per_device(state, batches, consts):
-      return jax.lax.scan(lambda s, b: m.update(s, b, consts), state, batches)
+      return jax.lax.scan(lambda s, b: step(s, b, consts), state, batches)
     return per_device
 
-  def jitted_epoch(self, method, state):
-    """The jit-compiled epoch for modes "shard_map" and "jit": f(state, batches, consts) with
-    batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs) fixes the
-    output shardings. `.lower(...)` it for XLA's memory analysis."""
+  def jitted_epoch(self, method, state, phase: str = "main"):
+    """The jit-compiled epoch of `phase` for modes "shard_map" and "jit": f(state, batches,
+    consts) with batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs)
+    fixes the output shardings. `.lower(...)` it for XLA's memory analysis."""
     out_sh = (self.state_shardings(state), self.replicated)
     if self.mode(method) == "jit":
+      step = method.epoch_update(phase)
+
       def scan(state, batches, consts):
-        return jax.lax.scan(lambda s, b: method.update(s, b, consts), state, batches)
+        return jax.lax.scan(lambda s, b: step(s, b, consts), state, batches)
       return jax.jit(scan, donate_argnums=0, out_shardings=out_sh)
-    fn = jax.shard_map(self._per_device(method), mesh=self.mesh,
+    fn = jax.shard_map(self._per_device(method, phase), mesh=self.mesh,
                        in_specs=(P(), P(None, AXIS), P()), out_specs=(P(), P()),
                        check_vma=self.check_vma)
     return jax.jit(fn, donate_argnums=0, out_shardings=out_sh)

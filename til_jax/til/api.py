@@ -63,6 +63,24 @@ def _inner_rows(batch, table: str) -> jax.Array:
   return batch.get(f"rows_{table}_inner", batch[f"rows_{table}"])
 
 
+CLUSTER_AUX = ("centres", "membership", "target", "ready")  # what init_clusters/recluster set
+
+
+def _cluster_fields(state: TrainState) -> dict:
+  return {"centres": state.params.get("centres"),
+          "aux": {k: state.aux[k] for k in CLUSTER_AUX if k in state.aux}}
+
+
+def _where(pred, fn, state: TrainState, consts) -> TrainState:
+  """fn(state, consts) where `pred`, else `state`, for an fn that changes the cluster fields
+  only: a lax.cond over those fields alone. A cond whose branches return the whole state makes
+  XLA CPU copy the tables every step (BUILD_NOTES.md, 2026-12-03)."""
+  new = jax.lax.cond(pred, lambda: _cluster_fields(fn(state, consts)),
+                     lambda: _cluster_fields(state))
+  params = state.params if new["centres"] is None else {**state.params, "centres": new["centres"]}
+  return state.replace(params=params, aux={**state.aux, **new["aux"]})
+
+
 def _key_data(key) -> jax.Array:
   """A key as raw uint32 data (storable by Orbax): typed keys are unwrapped, raw ones kept."""
   return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
@@ -164,21 +182,33 @@ class TIL:
   def update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
     """One step: plain BPR while pre-training, else the scheduled refreshes and one bilevel step
     (Eq. 12-15). Pure; jit it at the top. Metrics: loss, grad_norm, and (NaN while
-    pre-training) outer_loss, w_mean, w_std, hypergrad_norm."""
-    s = self.settings
-    outer = self._outer(batch)
-    if s.pretrain_steps == 0:
-      return self._bilevel(state, batch, outer, consts)
+    pre-training) outer_loss, w_mean, w_std, hypergrad_norm.
 
-    def pretrain(st):
-      if self.lazy_adam is not None:   # on the inner batch's rows (the outer one's are unread)
-        b = {**batch, **{f"rows_{t}": _inner_rows(batch, t) for t in self.model.row_tables}}
-        st, m = sparse_bpr_step(st, b, self.model, consts["graph"], s.l2, *self.lazy_adam)
-      else:
-        st, m = bpr_step(st, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
-      return st, {**m, **{k: jnp.full((), jnp.nan, m["loss"].dtype) for k in BILEVEL_ONLY}}
-    return jax.lax.cond(state.step < s.pretrain_steps, pretrain,
-                        lambda st: self._bilevel(st, batch, outer, consts), state)
+    The phase is chosen in the step, by a lax.cond on state.step. A caller that knows it (the
+    library's training loop: pre-training is whole epochs) can call the two branches,
+    `pretrain_update` and `bilevel_update`, itself: the same numbers, without the cond, which
+    on XLA CPU costs about a BPR step (BUILD_NOTES.md, 2026-12-03)."""
+    if self.settings.pretrain_steps == 0:
+      return self.bilevel_update(state, batch, consts)
+    return jax.lax.cond(state.step < self.settings.pretrain_steps,
+                        lambda st: self.pretrain_update(st, batch, consts),
+                        lambda st: self.bilevel_update(st, batch, consts), state)
+
+  def pretrain_update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
+    """`update` while state.step < settings.pretrain_steps: one plain BPR step (lazy Adam on
+    the inner batch's rows with `lazy_adam`). Reads no outer batch; the bilevel metrics are NaN."""
+    s = self.settings
+    if self.lazy_adam is not None:   # on the inner batch's rows (the outer one's are unread)
+      b = {**batch, **{f"rows_{t}": _inner_rows(batch, t) for t in self.model.row_tables}}
+      state, m = sparse_bpr_step(state, b, self.model, consts["graph"], s.l2, *self.lazy_adam)
+    else:
+      state, m = bpr_step(state, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
+    return state, {**m, **{k: jnp.full((), jnp.nan, m["loss"].dtype) for k in BILEVEL_ONLY}}
+
+  def bilevel_update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
+    """`update` from step settings.pretrain_steps on: the scheduled refreshes and one bilevel
+    step (Eq. 12-15)."""
+    return self._bilevel(state, batch, self._outer(batch), consts)
 
   def _outer(self, batch):
     if self.settings.outer_batch == "same":
@@ -256,15 +286,13 @@ class TIL:
     membership refresh; each an exact recomputation from the current representations."""
     s = self.settings
     if states.uses_clusters(s.interest):
-      state = jax.lax.cond(state.aux["ready"], lambda st: st,
-                           lambda st: self.init_clusters(st, consts), state)
+      state = _where(jnp.logical_not(state.aux["ready"]), self.init_clusters, state, consts)
     due = (state.step - s.pretrain_steps) % s.eta_period == 0
     eta = jax.lax.cond(due, lambda: self.eta(state, consts), lambda: state.aux["eta"])
     state = state.replace(aux={**state.aux, "eta": eta})
     if not states.uses_clusters(s.interest):
       return state
-    return jax.lax.cond(state.step % s.refresh_every == 0, lambda st: self.recluster(st, consts),
-                        lambda st: st, state)
+    return _where(state.step % s.refresh_every == 0, self.recluster, state, consts)
 
   def _items(self, state, consts) -> jax.Array:
     return self.model.represent(jax.lax.stop_gradient(state.params["model"]), consts["graph"])[1]

@@ -102,17 +102,23 @@ def epoch_means(metrics: dict) -> dict:
 
 
 def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
-  """run_epoch(state, batches [steps, B], consts) -> (state, metrics [steps]).
+  """run_epoch(state, batches [steps, B], consts, phase="main") -> (state, metrics [steps]):
+  the scan of `method.epoch_update(phase)` over an epoch of `phase` (`method.phase(epoch)`),
+  one compiled function per phase.
 
   With `dp`: `dp.epoch_fn(method)`, the data-parallel scan over dp's mesh (state from
-  `dp.put_state`, consts from `dp.put_replicated`). Without: jit(scan(update)) on the default
+  `dp.put_state`, consts from `dp.put_replicated`). Without: jit(scan(step)) on the default
   device. Either way the state is donated (updated in place)."""
   if dp is not None:
     return dp.epoch_fn(method)
+  cache = {}
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def run_epoch(state, batches, consts):
-    return jax.lax.scan(lambda s, b: method.update(s, b, consts), state, batches)
+  def run_epoch(state, batches, consts, phase: str = "main"):
+    if phase not in cache:
+      step = method.epoch_update(phase)
+      cache[phase] = jax.jit(lambda st, bs, cs: jax.lax.scan(lambda s, b: step(s, b, cs), st, bs),
+                             donate_argnums=0)
+    return cache[phase](state, batches, consts)
   return run_epoch
 
 
@@ -297,7 +303,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       del view, hooked
       batches = sampler.get(epoch, prefetch_next=epoch + 1 < max_epochs)
       step0 = int(parallel.local(state.step))
-      state, metrics = run_epoch(state, batches, mesh_consts)
+      state, metrics = run_epoch(state, batches, mesh_consts, method.phase(epoch))
       metrics = jax.device_get(metrics)
       losses = np.asarray(metrics["loss"])
       bad = ~np.isfinite(losses)

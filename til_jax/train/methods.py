@@ -79,6 +79,11 @@ class TIL(BPR):
   def phase(self, epoch: int) -> str:
     return "pretrain" if epoch < self.pretrain_epochs else "main"
 
+  def epoch_update(self, phase: str):
+    # pre-training is whole epochs, so each phase's epoch scans its own branch of core.update
+    # (the same numbers, without the lax.cond that chooses between them at every step)
+    return self.core.pretrain_update if phase == "pretrain" else self.core.bilevel_update
+
   def has_row_step(self, model) -> bool:
     # the row-sparse bilevel step (api.TIL refuses TIL-MI's clustering loss with its own error)
     return model.row_tables is not None
@@ -86,10 +91,13 @@ class TIL(BPR):
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
     b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
                        negatives=self.negatives)
-    if self.outer_batch == "fresh":
+    # a pre-training epoch (plain BPR) reads no outer batch; each epoch has its own rng and the
+    # inner batch is drawn first, so leaving it out there changes no other draw
+    main = self.phase(epoch) == "main"
+    if main and self.outer_batch == "fresh":
       b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
                                   negatives=self.negatives)
-    elif self.outer_batch == "valid":
+    elif main and self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
     if self.core.on_rows:
       b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model),
