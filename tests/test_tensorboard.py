@@ -52,3 +52,19 @@ def test_tensorboard_can_be_switched_off(tmp_path):
   c = tiny_config(write_split(str(tmp_path / "d")), epochs=1, **{"log.tensorboard": False})
   loop.train_and_evaluate(c, str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w" / "tensorboard")
+
+
+def test_two_writers_within_one_second_keep_both_files(tmp_path, monkeypatch):
+  # tensorboardX names a file by the second it opens: a resume within that second shared (and
+  # truncated) the first invocation's file before the names carried a sequence number.
+  import tensorboardX.event_file_writer as efw
+
+  from til_jax.train.tensorboard import Writer
+  monkeypatch.setattr(efw.time, "time", lambda: 1.7e9)
+  work = str(tmp_path)
+  for first, last in ((1, 2), (3, 4)):
+    w = Writer(work, True, first)
+    for e in range(first, last + 1):
+      w.epoch({"epoch": e, "loss": 0.5})
+    w.close()
+  assert scalars(os.path.join(work, "tensorboard"))["train/loss"] == [1, 2, 3, 4]

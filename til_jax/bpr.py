@@ -9,7 +9,11 @@ A method (registered by name in `til_jax.registry.METHODS`, chosen by `config.me
                                            one pure step, scanned over an epoch inside jit
   on_epoch_start(state, epoch, consts)     host-side hook before an epoch (samplers that read the
                                            current representations); returns the state
-  phase(epoch) -> str                      a label for the epoch's log record only
+  phase(epoch) -> str                      the epoch's phase label (its log record's "phase")
+  epoch_update(phase) -> step              the step an epoch of that phase scans: `update`, unless
+                                           the phases take different steps (TIL: pre-training is
+                                           plain BPR); the loop compiles one scan per label, so
+                                           keep the labels few
 
 `consts` holds the static arrays of a run: {"graph": model.prepare(dataset), "train_users",
 "train_items"} (the training pairs sorted by user).

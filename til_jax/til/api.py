@@ -24,10 +24,12 @@
     epoch (every `steps_per_epoch` steps) when `eta_every` is 0;
   * hard memberships, T (and TIL-MIK's Lloyd centres) every `refresh_every` steps.
 Nothing else is asked of the caller: no refresh calls, no host-side hooks. The library's
-training loop (`til_jax.train.methods`) scans the two branches of this `update` itself, each
-over the epochs of its phase (`pretrain_update`, then `bilevel_update`: pre-training is whole
-epochs), so an outside pipeline that feeds the same batches to `update` gets the same numbers
-(tests/test_til_api.py checks it step for step).
+training loop (`til_jax.train.loop`, through `til_jax.train.methods`) scans the two branches of
+this `update` itself, each over the epochs of its phase (`pretrain_update`, then
+`bilevel_update`: pre-training is whole epochs), and draws no outer batch for pre-training. An
+outside pipeline that feeds `update` the same batches, with an outer batch at every step
+(pre-training too: the cond traces both branches), gets the same numbers (tests/test_til_api.py
+checks it step for step).
 
 The outer batch (Eq. 13): `settings.outer_batch` "same" uses the inner batch itself and needs no
 "outer" key; "fresh" (a second, independent training batch) and "valid" (held-out pairs) read

@@ -1,7 +1,7 @@
 """Training methods by name (`config.method`): the registry, and TIL's adapter from config.
 
 Every method implements the interface documented in `til_jax.bpr` (init, epoch_batches, update,
-on_epoch_start, phase) and is registered in `til_jax.registry.METHODS`: BPR in `til_jax.bpr`,
+on_epoch_start, phase, epoch_update) and is registered in `til_jax.registry.METHODS`: BPR in `til_jax.bpr`,
 the baselines in `til_jax.baselines`, the TIL family here. `register(name, cls)` adds a user's
 own method; `make_method` builds the one `config.method` names.
 
@@ -81,7 +81,10 @@ class TIL(BPR):
 
   def epoch_update(self, phase: str):
     # pre-training is whole epochs, so each phase's epoch scans its own branch of core.update
-    # (the same numbers, without the lax.cond that chooses between them at every step)
+    # (the same numbers, without the lax.cond that chooses between them at every step); a
+    # subclass with its own update gets it
+    if type(self).update is not TIL.update:
+      return self.update
     return self.core.pretrain_update if phase == "pretrain" else self.core.bilevel_update
 
   def has_row_step(self, model) -> bool:
@@ -99,9 +102,9 @@ class TIL(BPR):
                                   negatives=self.negatives)
     elif main and self.outer_batch == "valid":
       b["outer"] = sample_pairs(self.meta, self.meta_sampler, rng, b["users"].shape)
-    if self.core.on_rows:
+    if self.core.on_rows and (main or self.core.lazy_adam is not None):  # (dense pre-training
       b = rows.add_row_index(b, self.model.row_tables, rows.table_rows(self.model),
-                             with_outer="outer" in b)
+                             with_outer="outer" in b)             #  reads no row index)
     return b
 
   def update(self, state: TrainState, batch, consts):

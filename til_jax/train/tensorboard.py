@@ -5,7 +5,9 @@ w_mean, w_std, hypergrad_norm) as `train/<name>`, epoch seconds as `time/epoch_s
 every evaluation as `valid/<metric>` (recall@20 as recall_20); at the end the best
 checkpoint's `test/<metric>` at the last epoch run. A resumed run opens its writer with purge_step =
 the first epoch it will redo, so TensorBoard drops whatever a killed process wrote past its last
-checkpoint: no duplicate steps.
+checkpoint: no duplicate steps. Each writer's file name ends in a sequence number: tensorboardX names
+files by the second they open and the host, so two invocations within one second would share (and
+truncate) one file, and TensorBoard reads a folder's files in name order.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ class Writer:
     from tensorboardX import SummaryWriter
     if first_epoch == 1:  # a fresh run: nothing earlier to keep
       shutil.rmtree(self.dir, ignore_errors=True)
-    self.writer = SummaryWriter(logdir=self.dir, purge_step=first_epoch, flush_secs=30)
+    os.makedirs(self.dir, exist_ok=True)
+    n = sum(".tfevents." in f for f in os.listdir(self.dir))
+    self.writer = SummaryWriter(logdir=self.dir, purge_step=first_epoch, flush_secs=30,
+                                filename_suffix=f".{n:04d}")
 
   def epoch(self, record: dict) -> None:
     if self.writer is None:
