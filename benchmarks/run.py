@@ -99,7 +99,7 @@ def time_epochs(config, dataset, n_epochs: int) -> list[float]:
     t0 = time.perf_counter()
     state = method.on_epoch_start(state, e, consts)
     batches = method.epoch_batches(e, np.random.default_rng(e))
-    state, m = run_epoch(state, batches, consts)
+    state, m = run_epoch(state, batches, consts, method.phase(e))
     jax.block_until_ready(m)
     if e > 0:  # the first epoch compiles
       times.append(time.perf_counter() - t0)

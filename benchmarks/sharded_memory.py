@@ -86,7 +86,8 @@ def main(argv=None):
     abs_consts = jax.tree.map(lambda x, r=rep_sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=r),
                               consts)
     t0 = time.time()
-    compiled = dp.jitted_epoch(method, abstract).lower(target, abs_batches, abs_consts).compile()
+    compiled = dp.jitted_epoch(method, abstract, method.phase(0)).lower(
+        target, abs_batches, abs_consts).compile()
     mem = compiled.memory_analysis()
     report[name] = {"mode": dp.mode(method), "state_mb": per_dev * mb,
                     "xla_argument_mb": mem.argument_size_in_bytes * mb,
@@ -103,10 +104,10 @@ def main(argv=None):
       report[name]["live_state_mb_per_device"] = [round(v * mb, 1) for _, v in sorted(live.items())]
       run = dp.epoch_fn(method)
       mc = dp.put_replicated(consts)
-      state, metrics = run(state, batches, mc)  # compiles
+      state, metrics = run(state, batches, mc, method.phase(0))  # compiles
       jax.block_until_ready(state)
       t0 = time.time()
-      state, metrics = run(state, batches, mc)
+      state, metrics = run(state, batches, mc, method.phase(0))
       jax.block_until_ready(state)
       report[name]["step_s"] = round((time.time() - t0) / args.steps, 3)
       report[name]["loss"] = [float(v) for v in np.asarray(metrics["loss"])]

@@ -50,7 +50,7 @@ def run(method, devices, backend="shard_map", shard=False, vma=False, **kw):
   state = m.on_epoch_start(state, 0, consts)  # TIL-MI with pretrain_epochs=0: K-means here
   batches = m.epoch_batches(0, np.random.default_rng([0, 0]))
   if devices is None:  # the single-device reference: the plain jit(scan), no mesh, no axis name
-    state, metrics = loop.make_epoch_fn(m)(state, batches, consts)
+    state, metrics = loop.make_epoch_fn(m)(state, batches, consts, m.phase(0))
   else:
     c.parallel.num_devices, c.parallel.backend = devices, backend
     c.parallel.shard_embeddings = shard
@@ -59,7 +59,7 @@ def run(method, devices, backend="shard_map", shard=False, vma=False, **kw):
     assert dp.size == devices
     assert dp.mode(m) == ("jit" if shard or method == "tce_bpr" else backend), dp.mode(m)
     state, metrics = loop.make_epoch_fn(m, dp)(dp.put_state(state), batches,
-                                               dp.put_replicated(consts))
+                                               dp.put_replicated(consts), m.phase(0))
     if shard:  # the user table (40 rows) and its Adam moments are split by rows over 4 devices
       for table in (state.params["model"]["user"], state.opt_state[0].mu["model"]["user"]):
         assert table.addressable_shards[0].data.shape == (10, 8), table.sharding

@@ -90,6 +90,28 @@ def test_a_new_til_state_is_one_function_and_one_registration(tmp_path):
   assert all("w_mean" in x for x in lines)            # bilevel from the first step (no clusters)
 
 
+def test_a_til_subclass_with_its_own_update_trains_through_pre_training(tmp_path):
+  """A subclass that wraps `update` gets its own step in every epoch, pre-training included, with
+  whole batches (the outer one too: core.update's cond traces the bilevel branch)."""
+  from til_jax.train import methods
+  calls = []
+
+  @methods.register("test_til_mi_wrapped")
+  class Wrapped(methods.TILMI):
+    name = "test_til_mi_wrapped"
+
+    def update(self, state, batch, consts):
+      calls.append(sorted(batch))           # at trace time: once per compiled phase
+      return self.core.update(state, batch, consts)
+
+  c = tiny_config(write_split(str(tmp_path / "data")), "test_til_mi_wrapped", epochs=3,
+                  **{"til.pretrain_epochs": 1})
+  loop.train_and_evaluate(c, str(tmp_path / "w"))
+  lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+  assert [x["phase"] for x in lines if "phase" in x] == ["pretrain", "main", "main"]
+  assert calls and all("outer" in keys for keys in calls)
+
+
 def test_a_method_is_judged_only_on_the_config_sections_it_reads():
   """config_check.identity_diff: BPR ignores the TIL and baselines sections (but reads
   til.meta_fraction when it trains on the meta split), a baseline its own `baselines` knobs, TIL

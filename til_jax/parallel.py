@@ -3,7 +3,7 @@
 One 1-D `jax.sharding.Mesh` with axis name "data" over `config.parallel.num_devices` devices of
 every process (0 = all of them). An epoch's batch [steps, B] is split along B over the mesh;
 parameters, the weight generator and both optax states are replicated. The per-device epoch
-function is the same `lax.scan(method.update)` as on one device, with the method told the axis
+function is the same `lax.scan(method.epoch_update(phase))` as on one device, with the method told the axis
 name, so that its losses are global means (psum of masked sums / psum of counts) and its
 gradients are pmean'ed: every device then holds exactly the single-device step's result, up to
 the float32 rounding of the split sums. It runs
@@ -126,11 +126,6 @@ def check_batch(batch_size: int, n_devices: int) -> None:
                       f"{n_devices} devices of the mesh (config.parallel.num_devices)")
 
 
-def _step(method, phase: str | None):
-  """The step an epoch of `phase` scans: `method.epoch_update(phase)`, `method.update` for None."""
-  return method.update if phase is None else method.epoch_update(phase)
-
-
 def supports_axis_name(method) -> bool:
   return bool(getattr(method, "supports_axis_name", False))
 
@@ -249,15 +244,15 @@ class DataParallel:
     return self.backend
 
   def epoch_fn(self, method):
-    """run_epoch(state, batches, consts, phase=None) -> (state, metrics [steps] per name): the
-    scan of `method.epoch_update(phase)` (`method.update` for None), one compiled function per
-    phase.
+    """run_epoch(state, batches, consts, phase) -> (state, metrics [steps] per name): the scan
+    of `method.epoch_update(phase)` over an epoch of `phase` (`method.phase(epoch)`), one
+    compiled function per phase.
 
     state: from `put_state` (donated); batches: host arrays [steps, B] (split here); consts:
     from `put_replicated`."""
     cache = {}
     if self.mode(method) == "pmap":  # one process (from_config refuses several)
-      def run_pmap(state, batches, consts, phase: str | None = None):
+      def run_pmap(state, batches, consts, phase: str):
         if phase not in cache:
           cache[phase] = jax.pmap(self._per_device(method, phase), axis_name=AXIS,
                                   in_axes=(None, 1, None), out_axes=None, donate_argnums=0,
@@ -267,26 +262,26 @@ class DataParallel:
         return cache[phase](state, split, consts)
       return run_pmap
 
-    def run(state, batches, consts, phase: str | None = None):
+    def run(state, batches, consts, phase: str):
       if phase not in cache:
         cache[phase] = self.jitted_epoch(method, state, phase)
       return cache[phase](state, self.put_batches(batches), consts)
     return run
 
-  def _per_device(self, method, phase: str | None = None):
-    step = _step(method.with_axis_name(AXIS), phase)
+  def _per_device(self, method, phase: str):
+    step = method.with_axis_name(AXIS).epoch_update(phase)
 
     def per_device(state, batches, consts):
       return jax.lax.scan(lambda s, b: step(s, b, consts), state, batches)
     return per_device
 
-  def jitted_epoch(self, method, state, phase: str | None = None):
+  def jitted_epoch(self, method, state, phase: str):
     """The jit-compiled epoch of `phase` for modes "shard_map" and "jit": f(state, batches,
     consts) with batches already split (`put_batches`); `state` (arrays or ShapeDtypeStructs)
     fixes the output shardings. `.lower(...)` it for XLA's memory analysis."""
     out_sh = (self.state_shardings(state), self.replicated)
     if self.mode(method) == "jit":
-      step = _step(method, phase)
+      step = method.epoch_update(phase)
 
       def scan(state, batches, consts):
         return jax.lax.scan(lambda s, b: step(s, b, consts), state, batches)

@@ -102,10 +102,10 @@ def epoch_means(metrics: dict) -> dict:
 
 
 def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
-  """run_epoch(state, batches [steps, B], consts, phase=None) -> (state, metrics [steps]):
-  the scan of `method.epoch_update(phase)` over an epoch of `phase` (`method.phase(epoch)`),
-  one compiled function per phase; phase None scans `method.update` (for TIL, the step that
-  chooses its phase itself).
+  """run_epoch(state, batches [steps, B], consts, phase) -> (state, metrics [steps]): the scan
+  of `method.epoch_update(phase)` over an epoch of `phase` (`method.phase(epoch)`, the phase
+  `method.epoch_batches(epoch)` drew its batches for: TIL's pre-training epochs carry no outer
+  batch), one compiled function per phase.
 
   With `dp`: `dp.epoch_fn(method)`, the data-parallel scan over dp's mesh (state from
   `dp.put_state`, consts from `dp.put_replicated`). Without: jit(scan(step)) on the default
@@ -114,9 +114,9 @@ def make_epoch_fn(method, dp: parallel.DataParallel | None = None):
     return dp.epoch_fn(method)
   cache = {}
 
-  def run_epoch(state, batches, consts, phase: str | None = None):
+  def run_epoch(state, batches, consts, phase: str):
     if phase not in cache:
-      step = method.update if phase is None else method.epoch_update(phase)
+      step = method.epoch_update(phase)
       cache[phase] = jax.jit(lambda st, bs, cs: jax.lax.scan(lambda s, b: step(s, b, cs), st, bs),
                              donate_argnums=0)
     return cache[phase](state, batches, consts)

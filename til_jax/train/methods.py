@@ -47,7 +47,10 @@ class TIL(BPR):
     if states.uses_clusters(core.settings.interest) and core.settings.n_clusters > dataset.n_items:
       raise ConfigError(f"config.til.n_clusters: {core.settings.n_clusters} is larger than the "
                         f"number of items ({dataset.n_items})")
-    self.pretrain_epochs = core.settings.pretrain_steps // core.settings.steps_per_epoch
+    self.pretrain_epochs, rest = divmod(core.settings.pretrain_steps, core.settings.steps_per_epoch)
+    if rest:  # the loop picks each epoch's branch by its phase: pre-training is whole epochs
+      raise ValueError(f"pre-training of {core.settings.pretrain_steps} steps is not whole epochs "
+                       f"of {core.settings.steps_per_epoch}")
     self.outer_batch = core.settings.outer_batch
     if self.outer_batch == "valid":
       self.meta = dataset.extras.get("meta")
@@ -82,10 +85,15 @@ class TIL(BPR):
   def epoch_update(self, phase: str):
     # pre-training is whole epochs, so each phase's epoch scans its own branch of core.update
     # (the same numbers, without the lax.cond that chooses between them at every step); a
-    # subclass with its own update gets it
+    # subclass with its own update gets it, and whole batches (_lean_epoch)
     if type(self).update is not TIL.update:
       return self.update
     return self.core.pretrain_update if phase == "pretrain" else self.core.bilevel_update
+
+  def _lean_epoch(self, epoch: int) -> bool:
+    """Whether the epoch's step is the pre-training branch, which reads no outer batch and, on
+    the dense path, no row index (an overriding `update` reads whatever core.update reads)."""
+    return self.phase(epoch) == "pretrain" and type(self).update is TIL.update
 
   def has_row_step(self, model) -> bool:
     # the row-sparse bilevel step (api.TIL refuses TIL-MI's clustering loss with its own error)
@@ -96,7 +104,7 @@ class TIL(BPR):
                        negatives=self.negatives)
     # a pre-training epoch (plain BPR) reads no outer batch; each epoch has its own rng and the
     # inner batch is drawn first, so leaving it out there changes no other draw
-    main = self.phase(epoch) == "main"
+    main = not self._lean_epoch(epoch)
     if main and self.outer_batch == "fresh":
       b["outer"] = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
                                   negatives=self.negatives)
