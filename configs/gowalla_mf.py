@@ -24,7 +24,7 @@ KNOBS = {
     # PRIS (grid_gowalla_mf_pris.csv): K 100 0.1919 vs 5 0.1842
     "baselines.pris_clusters": 100,
     # TIL-MI's clustering weight (grid_gowalla_mf_til_mi.csv): gamma 1e-4 0.1803 vs 1e-2 0.1694
-    # (1e-2's valid fell from its pre-training best, 0.1694 at epoch 220, to 0.166-0.167)
+    # (1e-2's valid fell from its pre-training best, 0.1694 at epoch 220, to 0.165-0.167)
     "til.gamma": 1e-4,
 }
 
