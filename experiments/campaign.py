@@ -412,6 +412,13 @@ def main(argv=None) -> int:
       times[flag] = parse_until(getattr(a, flag)) if getattr(a, flag) else None
     except ValueError:
       p.error(f"--{flag}: {getattr(a, flag)!r} is not HH:MM or YYYY-MM-DDTHH:MM")
+  for flag, at in times.items():   # in the log: a past HH:MM is tomorrow's (a chained command
+    if at is not None:              # that starts late runs a day longer than meant)
+      text = getattr(a, flag)
+      rolled = "T" not in text and time.localtime(at).tm_yday != time.localtime().tm_yday
+      print(f"[{flag}] {time.strftime('%Y-%m-%d %H:%M', time.localtime(at))}"
+            + (f" (--{flag}={text} has passed today: tomorrow's; give YYYY-MM-DDTHH:MM to "
+               "mean today)" if rolled else ""), flush=True)
   until, end = times["until"], times["end"]
   if end is not None and (until is None or end < until):
     until = end  # nothing starts after the end either

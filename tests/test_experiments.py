@@ -591,7 +591,15 @@ def test_campaign_until_starts_no_cell_after_its_time(monkeypatch, capsys, tmp_p
   monkeypatch.setattr(common, "UNTIL", None)
   past = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 120))
   assert campaign.main([f"--until={past}", "--runs=/R", "--results=/S"]) == 0
-  assert "[until] campaign: past" in capsys.readouterr().out and common.UNTIL is None
+  out = capsys.readouterr().out
+  assert "[until] campaign: past" in out and common.UNTIL is None
+  assert f"[until] {past.replace('T', ' ')}\n" in out      # the resolved time, in the log
+  # a past HH:MM is tomorrow's, and the log says so
+  earlier = time.strftime("%H:%M", time.localtime(time.time() - 120))
+  if time.localtime(time.time() - 120).tm_yday == time.localtime().tm_yday:   # (not at midnight)
+    assert campaign.main([f"--until={earlier}", "--list", "--only=lastfm-mf-bpr-grid",
+                          f"--runs={tmp_path / 'r'}", f"--results={tmp_path / 's'}"]) == 0
+    assert f"--until={earlier} has passed today: tomorrow's" in capsys.readouterr().out
   # --end past: the same, and it is not left set either
   assert campaign.main([f"--end={past}", "--runs=/R", "--results=/S"]) == 0
   assert "[until] campaign: past" in capsys.readouterr().out and common.END is None
