@@ -396,8 +396,9 @@ def main(argv=None) -> int:
   p.add_argument("--rerun-stale", action="store_true",
                  help="rerun a cell whose config changed since it ran (e.g. a knob tuned in its "
                       "configs/*.py), after moving its folder to <root>/_stale/")
-  p.add_argument("--until", default="", help="HH:MM (today) or YYYY-MM-DDTHH:MM: start no cell "
-                 "after it (a running cell finishes), e.g. before the machine's session ends")
+  p.add_argument("--until", default="", help="HH:MM (the next one: tomorrow's once today's has "
+                 "passed) or YYYY-MM-DDTHH:MM: start no cell after it (a running cell finishes), "
+                 "e.g. before the machine's session ends")
   p.add_argument("--end", default="", help="HH:MM or YYYY-MM-DDTHH:MM: when the machine's "
                  "session ends; nothing starts after it, and a cell starts only if its estimate "
                  "ends before it (common.estimate_seconds: the longest recorded cell of its kind, "
