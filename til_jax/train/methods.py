@@ -67,8 +67,13 @@ class TIL(BPR):
     return split_meta(dataset, float(config.til.meta_fraction), int(config.seed))
 
   @property
+  def _own_update(self) -> bool:
+    """Whether a subclass overrides `update` (it then runs in every epoch, on whole batches)."""
+    return type(self).update is not TIL.update
+
+  @property
   def supports_axis_name(self) -> bool:
-    return type(self).update is TIL.update
+    return not self._own_update
 
   def with_axis_name(self, axis_name: str | None):
     m = super().with_axis_name(axis_name)
@@ -86,14 +91,14 @@ class TIL(BPR):
     # pre-training is whole epochs, so each phase's epoch scans its own branch of core.update
     # (the same numbers, without the lax.cond that chooses between them at every step); a
     # subclass with its own update gets it, and whole batches (_lean_epoch)
-    if type(self).update is not TIL.update:
+    if self._own_update:
       return self.update
     return self.core.pretrain_update if phase == "pretrain" else self.core.bilevel_update
 
   def _lean_epoch(self, epoch: int) -> bool:
     """Whether the epoch's step is the pre-training branch, which reads no outer batch and, on
     the dense path, no row index (an overriding `update` reads whatever core.update reads)."""
-    return self.phase(epoch) == "pretrain" and type(self).update is TIL.update
+    return self.phase(epoch) == "pretrain" and not self._own_update
 
   def has_row_step(self, model) -> bool:
     # the row-sparse bilevel step (api.TIL refuses TIL-MI's clustering loss with its own error)
