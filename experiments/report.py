@@ -12,8 +12,9 @@ Reads the cell folders the campaign commands write (defaults below) and writes:
                                              e.g. lastfm MF at BPR's best L2 on a finer grid
 A cell that has not finished is left out (the tables say how many seeds each number has), so
 this can run beside the campaign. Finished cells come from runs/ and from their record in
-results/cells/ (experiments.ledger). Nothing is replaced if a table would have fewer rows than
-the one in results/ (a checkout missing cells; exit 2), unless --allow-fewer. The runners' own
+results/cells/ (experiments.ledger). A table (with its .md and figures) that would have fewer
+rows than the one in results/ (a checkout missing cells) is left as it is, the others are
+replaced, and the command says which and exits 2, unless --allow-fewer. The runners' own
 summaries in the cell roots (table1.md, importance.md, clean.csv, ...) are rewritten on the way,
 as their report stages do.
 """
@@ -28,6 +29,9 @@ import tempfile
 
 from experiments import common, figures, grid, importance_study, ledger, table1
 
+# the importance study's files in its root -> their suffix in results/importance_converged_<dataset>
+IMPORTANCE_FILES = {"clean.csv": "_clean.csv", "noise.csv": "_noise.csv", "importance.md": ".md",
+                    "clean.png": "_clean.png", "noise_auroc.png": "_noise_auroc.png"}
 FIG_METHODS = {"3": "bpr,pris,tce_bpr,til_ui,til_mi",
                "6": "bpr,pris,rce_bpr,til_ui,til_mi,til_mik",
                "7": "til_ui,til_mik,til_mi"}
@@ -116,29 +120,48 @@ def main(argv=None) -> int:
   os.makedirs(a.results, exist_ok=True)
   ledger.configure(a.runs, a.results)
   ledger.sync(a.table1_root, a.figures_root, a.importance_root, a.grid_root)
-  # Written to a staging folder first, moved into place only if no table would lose rows: a
-  # checkout that lacks cells (their record missing) must not overwrite the tables made from them.
+  # Written to a staging folder first; each table (with its .md and figures: `_unit`) is moved
+  # into place only if it would not lose rows: a checkout that lacks some cells (their record
+  # missing) must not overwrite the tables made from them, and need not hold back the others.
   stage = tempfile.mkdtemp(prefix=".report-", dir=a.results)
   try:
     write_all(a, stage)
-    shrunk = [f"{rel}: {old} rows there, {new} from the finished cells"
-              for rel, old, new in _shrinking(stage, a.results)]
-    if shrunk and not a.allow_fewer:
-      print("error: the finished cells would give tables with fewer rows than results/ holds "
-            f"({'; '.join(shrunk)}); nothing replaced. Train the missing cells "
-            "(python -m experiments.campaign) or pass --allow-fewer", file=sys.stderr)
-      return 2
+    shrunk = {} if a.allow_fewer else {_unit(rel): (rel, old, new)
+                                       for rel, old, new in _shrinking(stage, a.results)}
     for here, _, files in os.walk(stage):
       for name in files:
         src = os.path.join(here, name)
-        dst = os.path.join(a.results, os.path.relpath(src, stage))
+        rel = os.path.relpath(src, stage)
+        if _unit(rel) in shrunk:
+          continue
+        dst = os.path.join(a.results, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.replace(src, dst)
   finally:
     shutil.rmtree(stage, ignore_errors=True)
+  if shrunk:
+    kept = "; ".join(f"{rel}: {old} rows there, {new} from the finished cells"
+                     for rel, old, new in sorted(shrunk.values()))
+    print("error: the finished cells would give tables with fewer rows than results/ holds "
+          f"({kept}); those are left as they were, the others replaced. Train the missing cells "
+          "(python -m experiments.campaign) or pass --allow-fewer", file=sys.stderr)
+    return 2
   print(f"report: tables and figures of the finished cells in {a.results}/ "
         f"(commit {common.commit()})")
   return 0
+
+
+def _unit(rel: str) -> str:
+  """The table a file of write_all's belongs to, replaced or kept as a whole: a folder's files
+  (a group's figures), an importance study's files (importance_converged_<dataset>_clean.csv,
+  _noise.csv, .md and their PNGs), or a file's stem (table1_converged.csv and .md)."""
+  if os.sep in rel:
+    return rel.split(os.sep)[0]
+  if rel.startswith("importance_converged_"):
+    for suffix in IMPORTANCE_FILES.values():
+      if rel.endswith(suffix):
+        return rel[:-len(suffix)]
+  return os.path.splitext(rel)[0]
 
 
 def _rows(path: str) -> int:
@@ -189,9 +212,7 @@ def write_all(a, results: str) -> None:
       importance_study.main(["--stage=report", f"--dataset={dataset}", "--budget=converged",
                              f"--root={root}"])
       prefix = os.path.join(results, f"importance_converged_{dataset}")
-      for name, suffix in (("clean.csv", "_clean.csv"), ("noise.csv", "_noise.csv"),
-                           ("importance.md", ".md"), ("clean.png", "_clean.png"),
-                           ("noise_auroc.png", "_noise_auroc.png")):
+      for name, suffix in IMPORTANCE_FILES.items():
         src = os.path.join(root, name)
         if os.path.exists(src) and os.path.getsize(src) > 2:  # not an empty stage's "\r\n"
           shutil.copyfile(src, prefix + suffix)

@@ -288,7 +288,8 @@ def test_noise_rows_take_the_auroc_of_the_best_epoch(tmp_path):
   assert row["auroc_best"] == 0.61 and row["auroc_last"] == 0.72
 
 
-def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, monkeypatch):
+def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, monkeypatch,
+                                                                    capsys):
   """experiments.report: Table 1, Figure 7 and the importance tables from fake finished cells;
   an unfinished cell is left out, not run."""
   import json
@@ -322,8 +323,17 @@ def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, mon
   table = (res / "table1_converged.csv").read_text()
   args = [f"--table1-root={t1}", f"--figures-root={tmp_path / 'fig'}",
           f"--importance-root={tmp_path / 'imp'}", f"--results={res}", "--seeds=0,1"]
+  # ... and does not hold back a table that gained a cell (the importance study's)
+  cell(tmp_path / "imp" / "lastfm" / "clean" / "til_ui" / "seed0", 0.23, "til_ui")
+  md = (res / "table1_converged.md").read_text()
   assert report.main(args) == 2
+  err = capsys.readouterr().err
+  assert "table1_converged.csv: 4 rows there, 3" in err and "converged_lastfm_mf/fig7.csv" in err
   assert (res / "table1_converged.csv").read_text() == table
+  assert (res / "table1_converged.md").read_text() == md   # kept with its CSV
+  assert len((res / "converged_lastfm_mf" / "fig7.csv").read_text().splitlines()) == 1 + 2
+  assert "| til_ui | til_ui | 1 (1) |" in (res / "importance_converged_lastfm.md").read_text()
+  assert len((res / "importance_converged_lastfm_clean.csv").read_text().splitlines()) == 1 + 3
   assert [p.name for p in res.iterdir() if p.name.startswith(".report-")] == []
   assert report.main(args + ["--allow-fewer"]) == 0
   assert len((res / "table1_converged.csv").read_text().splitlines()) == 1 + 3
