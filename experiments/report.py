@@ -126,13 +126,13 @@ def main(argv=None) -> int:
   stage = tempfile.mkdtemp(prefix=".report-", dir=a.results)
   try:
     write_all(a, stage)
-    shrunk = {} if a.allow_fewer else {_unit(rel): (rel, old, new)
-                                       for rel, old, new in _shrinking(stage, a.results)}
+    shrunk = [] if a.allow_fewer else _shrinking(stage, a.results)
+    held = {_unit(rel) for rel, _, _ in shrunk}
     for here, _, files in os.walk(stage):
       for name in files:
         src = os.path.join(here, name)
         rel = os.path.relpath(src, stage)
-        if _unit(rel) in shrunk:
+        if _unit(rel) in held:
           continue
         dst = os.path.join(a.results, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     shutil.rmtree(stage, ignore_errors=True)
   if shrunk:
     kept = "; ".join(f"{rel}: {old} rows there, {new} from the finished cells"
-                     for rel, old, new in sorted(shrunk.values()))
+                     for rel, old, new in shrunk)
     print("error: the finished cells would give tables with fewer rows than results/ holds "
           f"({kept}); those are left as they were, the others replaced. Train the missing cells "
           "(python -m experiments.campaign) or pass --allow-fewer", file=sys.stderr)
