@@ -9,7 +9,7 @@ DATASETS = {"gowalla": "gowalla", "amazon_cd": "amazon-cd", "lastfm": "lastfm",
 
 def make(dataset: str, backbone: str, arg: str | None = None, **overrides):
   """The default config with data.name and model.name set and `overrides` applied. `arg` names
-  a budget (configs/default.py BUDGETS, with the dataset's DATASET_BUDGETS fields), whose fields
+  a budget (configs/default.py BUDGETS, with its dataset and backbone's DATASET_BUDGETS fields), whose fields
   then win over the overrides; without it the paper's budget is applied first and the overrides
   win."""
   c = default.defaults()

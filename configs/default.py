@@ -29,27 +29,42 @@ BUDGETS = {
 }
 
 
-# Budget fields that differ by dataset, applied over BUDGETS[name] for c.data.name: TIL-MI's
+# Budget fields that differ by dataset or by (dataset, backbone), applied over BUDGETS[name]:
+# first the entry "<data.name>", then "<data.name>/<model.name>", which wins. TIL-MI's
 # pre-training must bring BPR's embeddings close to converged before they are clustered, and
-# that takes each dataset its own number of epochs (measured: BUILD_NOTES.md, "converged budget").
-# TIL-MI's pre-training on a dataset is the first epoch at which its tuned BPR-MF cell reaches 94%
-# of its best valid Recall@20 (the grid CSVs' epoch_94pct column; experiments/grid.py).
+# that takes each dataset and backbone its own number of epochs (BUILD_NOTES.md, "converged
+# budget"): the first epoch at which the pair's tuned BPR cell (seed 0) reaches 94% of its best
+# valid Recall@20 (the grid CSVs' epoch_94pct column; experiments/grid.py). A backbone peaks at
+# its own pace (on lastfm NeuMF by epoch 30, LightGCN at 710), so one dataset's figure, measured
+# on MF, would stop NeuMF's TIL-MI by patience before its bilevel phase (BUILD_NOTES 2026-12-04).
+# A pair without its entry gets the budget's own value; the campaign trains TIL-MI only on a
+# pair with one (campaign.untuned).
 DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {
-    # lastfm: BPR-MF at lr 1e-3, L2 1e-2 (configs/lastfm_mf.py), seed 0: epoch 250
-    # (results/grid_lastfm_mf_bpr.csv; the row's three BPR seeds: 250 / 385 / 185)
-    "lastfm": {"til.pretrain_epochs": 250},
-    # gowalla: BPR-MF at lr 1e-3, L2 1e-3 (configs/gowalla_mf.py), seed 0: epoch 220
+    # BPR-MF at lr 1e-3, L2 1e-2 (configs/lastfm_mf.py): epoch 250 (results/grid_lastfm_mf_bpr.csv;
+    # the row's three BPR seeds: 250 / 385 / 185)
+    "lastfm/mf": {"til.pretrain_epochs": 250},
+    # BPR-NeuMF at lr 1e-2, L2 1e-2: epoch 10 (results/grid_lastfm_neumf_bpr_edge.csv; best 30;
+    # the row's seeds: 10 / 25 / 15)
+    "lastfm/neumf": {"til.pretrain_epochs": 10},
+    # BPR-LightGCN (1 layer) at lr 1e-3, L2 1e-3: epoch 300 (its Table 1 cell, seed 0, whose grid
+    # predates the epoch_94pct column; best 710; the row's seeds: 300 / 285 / 235)
+    "lastfm/lightgcn": {"til.pretrain_epochs": 300},
+    # BPR-MGCCF (1 layer) at lr 1e-4, L2 1e-2: epoch 125 (results/grid_lastfm_mgccf_bpr_lr1e-4.csv;
+    # best 295)
+    "lastfm/mgccf": {"til.pretrain_epochs": 125},
+    # BPR-MF at lr 1e-3, L2 1e-3 (configs/gowalla_mf.py): epoch 220
     # (results/grid_gowalla_mf_bpr_l2mid.csv)
-    "gowalla": {"til.pretrain_epochs": 220},
-    # amazon-cd: BPR-MF at lr 1e-3, L2 1e-2 (configs/amazon_cd_mf.py), seed 0: epoch 260
+    "gowalla/mf": {"til.pretrain_epochs": 220},
+    # BPR-MF at lr 1e-3, L2 1e-2 (configs/amazon_cd_mf.py): epoch 260
     # (results/grid_amazon_cd_mf_bpr.csv)
-    "amazon-cd": {"til.pretrain_epochs": 260},
+    "amazon-cd/mf": {"til.pretrain_epochs": 260},
 }}
 
 
-def budget_fields(name: str, dataset: str) -> dict:
-  """The fields budget `name` sets on a config of `dataset` (data.name)."""
-  return {**BUDGETS[name], **DATASET_BUDGETS.get(name, {}).get(dataset, {})}
+def budget_fields(name: str, dataset: str, backbone: str = "mf") -> dict:
+  """The fields budget `name` sets on a config of `dataset` (data.name) x `backbone`."""
+  per = DATASET_BUDGETS.get(name, {})
+  return {**BUDGETS[name], **per.get(dataset, {}), **per.get(f"{dataset}/{backbone}", {})}
 
 
 def set_fields(c, overrides: dict) -> None:
@@ -63,11 +78,11 @@ def set_fields(c, overrides: dict) -> None:
 
 
 def apply_budget(c, name: str) -> None:
-  """Sets the fields of budget `name` (BUDGETS, then DATASET_BUDGETS for c.data.name) and
-  records it in `c.budget`."""
+  """Sets the fields of budget `name` (BUDGETS, then DATASET_BUDGETS for c.data.name and
+  c.model.name) and records it in `c.budget`."""
   if name not in BUDGETS:
     raise ValueError(f"unknown budget {name!r}: {' | '.join(BUDGETS)}")
-  set_fields(c, budget_fields(name, c.data.name))
+  set_fields(c, budget_fields(name, c.data.name, c.model.name))
   c.budget = name
 
 

@@ -156,7 +156,8 @@ STEPS = [
           "0,1,2", root="grid_loss_scale", out="grid_lastfm_lightgcn_bpr_loss_scale.csv"),
     # the baselines' tuned knobs (configs/lastfm_mf.py, from the grids above, shared by every
     # lastfm backbone) and TIL-MI's pre-training on lastfm (configs/default.py DATASET_BUDGETS:
-    # 250 epochs, where the tuned BPR-MF reaches 94% of its best valid Recall@20) make those
+    # then 250 epochs for every backbone, where the tuned BPR-MF reaches 94% of its best valid
+    # Recall@20; per backbone since 2026-12-04, steps at the end) make those
     # methods' cells stale: rerun them (the old cells are kept in <root>/_stale/)
     _table1("lastfm-mf-table1-tuned", "lastfm", "mf", "aobpr,wbpr,pris,tce,tce_bpr,til_mi,til_mik",
             rerun_stale=True),
@@ -189,7 +190,7 @@ STEPS = [
     _figure("lastfm-mf-fig5", "5", "lastfm", "mf", "--clusters=1,5,20,60,100"),
     # --- steps below wait for their configs' tuning (`untuned`): after the two grids above, set
     # lr / L2 and TUNED in configs/{gowalla,amazon_cd}_mf.py and TIL-MI's pre-training per
-    # dataset (the tuned cell's epoch_94pct) in configs/default.py DATASET_BUDGETS ---
+    # (dataset, backbone) (the tuned cell's epoch_94pct) in configs/default.py DATASET_BUDGETS ---
     # Gowalla and Amazon-CD x MF: the row's methods' own knobs on seed 0, one point beside each
     # default along the axis that moved valid most on lastfm (PRIS: K 5 there, 100 the default;
     # TIL-UI: gen_lr; TIL-MI: gamma). The winner's cell is the row's seed-0 cell (a twin: trained
@@ -219,6 +220,12 @@ STEPS = [
           out="grid_lastfm_mgccf_bpr_lr1e-4.csv", tunes=True),
     _table1("lastfm-neumf-table1", "lastfm", "neumf", "bpr,pris,til_ui,til_mi"),
     _table1("lastfm-mgccf-table1", "lastfm", "mgccf", "bpr,pris,til_ui,til_mi"),
+    # TIL-MI's pre-training per backbone (configs/default.py DATASET_BUDGETS "lastfm/<backbone>",
+    # each its tuned BPR's epoch_94pct): lastfm's 250, measured on MF, outlasted NeuMF's peak
+    # (epoch 30), so its TIL-MI cells stopped by patience still in pre-training (BPR's numbers);
+    # NeuMF now pre-trains 10 epochs and LightGCN 300 (was 250): their TIL-MI cells again
+    _table1("lastfm-neumf-table1-pretrain", "lastfm", "neumf", "til_mi", rerun_stale=True),
+    _table1("lastfm-lightgcn-table1-pretrain", "lastfm", "lightgcn", "til_mi", rerun_stale=True),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -310,8 +317,8 @@ def untuned(step: tuple) -> list[str]:
   another method than BPR trains only with a configs/<dataset>_<backbone>.py whose `TUNED` names
   the grids that tuned it: at least one, and every grid step of its pair marked TUNES (for a
   grid: BPR's; for an importance study, whose variants and controls are BPR's and TIL-UI's:
-  those two methods'). TIL-MI trains only on a dataset whose pre-training is measured
-  (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
+  those two methods'). TIL-MI trains only on a (dataset, backbone) whose pre-training is
+  measured (configs/default.py DATASET_BUDGETS). A campaign that reaches the step before that skips it."""
   _, module, a = _step_args(step)
   gates = [g for g in STEPS if TUNES in g[3:] and g[0] != step[0]]
   if module == "experiments.table1":
@@ -341,8 +348,9 @@ def untuned(step: tuple) -> list[str]:
       if (ga["dataset"], ga["backbone"]) == (d, b) and out not in tuned:
         need.append(f"{path} TUNED does not name {out} ({g[0]})")
   budgets = common.config_module("configs/default.py").DATASET_BUDGETS.get("converged", {})
-  return need + [f"DATASET_BUDGETS has no {d} pre-training" for d in sorted({d for d, _ in pairs})
-                 if mi and "til.pretrain_epochs" not in budgets.get(d, {})]
+  return need + [f"DATASET_BUDGETS has no {d}/{b} pre-training" for d, b in pairs
+                 if mi and "til.pretrain_epochs" not in {**budgets.get(d, {}),
+                                                         **budgets.get(f"{d}/{b}", {})}]
 
 
 def _step_args(step: tuple, runs: str = "") -> tuple[str, str, dict]:

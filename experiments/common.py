@@ -469,10 +469,26 @@ def valid_curve(workdir: str, metric: str = "recall@20") -> list[tuple[int, floa
   return sorted(by_epoch.items())
 
 
+def best_phase(workdir: str, m: dict) -> str:
+  """The training phase of a finished cell's best checkpoint ("pretrain": TIL-MI still plain
+  BPR; "main"): metrics.json's best_phase, or for a cell written before that field, the phase
+  its log recorded at the best epoch ('' if neither says)."""
+  if "best_phase" in m:
+    return m["best_phase"]
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        r = json.loads(line)
+        if int(r.get("epoch", -1)) == int(m["best_epoch"]) and "phase" in r:
+          return r["phase"]
+  return ""
+
+
 def epochs_to_fraction(workdir: str, fraction: float, metric: str = "recall@20") -> int | None:
   """The first evaluated epoch whose valid metric reaches `fraction` of the run's best (None
   without evaluations): how long BPR takes to bring its embeddings near their best, which sets
-  TIL-MI's pre-training on each dataset (configs/default.py DATASET_BUDGETS)."""
+  TIL-MI's pre-training on each dataset and backbone (configs/default.py DATASET_BUDGETS)."""
   curve = valid_curve(workdir, metric)
   if not curve:
     return None
@@ -677,5 +693,5 @@ def pyplot():
 def header_lines(budget: str, command: str) -> str:
   per = default.DATASET_BUDGETS.get(budget)
   return (f"- command: `{command}`\n- budget: {budget} {json.dumps(BUDGETS[budget])}"
-          + (f", per dataset {json.dumps(per)}" if per else "") + "\n"
+          + (f", per dataset / backbone {json.dumps(per)}" if per else "") + "\n"
           f"- commit: {commit()}; machine: {machine()}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n")

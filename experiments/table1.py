@@ -128,7 +128,8 @@ def collect(root: str, budget: str | None = None, grid: bool = False) -> list[di
                    "valid_recall@20": m["valid"]["recall@20"], "valid_ndcg@20": m["valid"]["ndcg@20"],
                    "test_recall@20": m["test"]["recall@20"], "test_ndcg@20": m["test"]["ndcg@20"],
                    "train_seconds": m["train_seconds"],
-                   "commit": common.cell_commit(os.path.join(d, name))})
+                   "commit": common.cell_commit(os.path.join(d, name)),
+                   "best_phase": common.best_phase(os.path.join(d, name), m)})
   return rows
 
 
@@ -158,9 +159,11 @@ def report(a, rows: list[dict]) -> str:
         mu, sd = common.mean_std(xs)
         pv = paper_value(dataset, backbone, m, metric)
         short = sum(r["stop"] != "patience" for r in cells[(dataset, backbone, m)].values())
+        pre = sum(r["best_phase"] == "pretrain" for r in cells[(dataset, backbone, m)].values())
         line.append(f"{100 * mu:.2f}" + (f" ± {100 * sd:.2f}" if len(xs) > 1 else "")
                     + (f" [{pv:.2f}]" if pv is not None else "")
-                    + (f" (not converged: {short}/{len(xs)})" if short else ""))
+                    + (f" (not converged: {short}/{len(xs)})" if short else "")
+                    + (f" (best in pre-training, i.e. BPR: {pre}/{len(xs)})" if pre else ""))
       body.append(line)
     out.append(common.markdown_table(["metric"] + present, body))
     base = [m for m in present if m in BASELINES and m != "bpr"]

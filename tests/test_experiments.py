@@ -11,6 +11,9 @@ from configs import default
 from experiments import common, figures, importance_study, table1
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def read_csv(path):
   with open(path) as f:
     return list(csv.DictReader(f))
@@ -58,7 +61,21 @@ def test_table1_runner_is_restartable_and_reports(table1_root, capsys):
   # tiny = 2 epochs: every cell stopped at its maximum, and the report says so
   assert all(r["stop"] == "max_epochs" for r in rows) and "(not converged: 1/1)" in md
   assert {"best_epoch", "epochs", "stop", "valid_recall@20", "test_recall@20", "test_ndcg@20",
-          "train_seconds", "commit"} <= set(rows[0])
+          "train_seconds", "commit", "best_phase"} <= set(rows[0])
+  # the phase of each best checkpoint (tiny: TIL-MI pre-trains for 1 of its 2 epochs), marked in
+  # the table when it is pre-training; a cell written before metrics.json named it gets it from
+  # its log
+  by = {r["method"]: r for r in rows}
+  cell = os.path.join(root, "synthetic_mf", "til_mi", "seed0")
+  log = [json.loads(x) for x in open(os.path.join(cell, "metrics.jsonl"))]
+  assert by["til_mi"]["best_phase"] == next(
+      x["phase"] for x in log if x["epoch"] == int(by["til_mi"]["best_epoch"]))
+  assert by["bpr"]["best_phase"] == "main"
+  assert ("best in pre-training, i.e. BPR: 1/1" in md) == (by["til_mi"]["best_phase"] == "pretrain")
+  m = json.load(open(os.path.join(cell, "metrics.json")))
+  legacy = {k: v for k, v in m.items() if k != "best_phase"}
+  assert common.best_phase(cell, legacy) == m["best_phase"]
+  assert common.best_phase(cell, {**legacy, "best_epoch": 99}) == ""
   # A second call reads the finished cells instead of training again.
   capsys.readouterr()
   assert table1.main(args) == 0
@@ -176,7 +193,7 @@ def test_an_old_cell_command_is_judged_in_todays_form():
   assert common.current_form(own) == now[:1] + ["--config.train.patience=30"] + now[1:]
   assert common.cell_fields(old)["til.pretrain_epochs"] == 100
   assert common.cell_fields(now)["til.pretrain_epochs"] == default.budget_fields(
-      "converged", "lastfm").get("til.pretrain_epochs")
+      "converged", "lastfm", "mf").get("til.pretrain_epochs")
 
 
 def test_unknown_variant_is_a_usage_error():
@@ -415,6 +432,45 @@ def test_a_dataset_budget_applies_to_its_configs_and_an_override_wins(monkeypatc
   assert "per dataset" in common.header_lines("converged", "x")
 
 
+def test_a_backbone_entry_of_a_dataset_budget_wins_over_the_dataset_entry(monkeypatch):
+  """DATASET_BUDGETS "<dataset>/<backbone>": that backbone's own pre-training, over the
+  dataset's, through the config files too (configs/base.make sets data and model first)."""
+  from configs import default
+  monkeypatch.setitem(default.DATASET_BUDGETS, "converged", {
+      "lastfm": {"til.pretrain_epochs": 7, "eval.every": 3}, "lastfm/neumf": {"til.pretrain_epochs": 5}})
+  assert default.budget_fields("converged", "lastfm", "mf")["til.pretrain_epochs"] == 7
+  got = default.budget_fields("converged", "lastfm", "neumf")
+  assert got["til.pretrain_epochs"] == 5 and got["eval.every"] == 3
+  assert default.budget_fields("converged", "gowalla", "neumf")["til.pretrain_epochs"] == \
+      default.BUDGETS["converged"]["til.pretrain_epochs"]
+  neumf = common.config_module(common.config_path("lastfm", "neumf")).get_config("converged")
+  assert neumf.til.pretrain_epochs == 5 and neumf.model.name == "neumf"
+
+
+def test_every_tuned_pair_has_its_own_pretraining():
+  """The shipped DATASET_BUDGETS: each tuned (dataset, backbone) has its own TIL-MI pre-training,
+  the epoch_94pct of its tuned BPR cell (seed 0, the config's lr and L2) in the grid CSVs its
+  TUNED names, where those have the column (LightGCN's grid predates it)."""
+  from configs import default
+  per = default.DATASET_BUDGETS["converged"]
+  checked = []
+  for d, b in [("lastfm", "mf"), ("lastfm", "neumf"), ("lastfm", "lightgcn"), ("lastfm", "mgccf"),
+               ("gowalla", "mf"), ("amazon-cd", "mf")]:
+    want = per[f"{d}/{b}"]["til.pretrain_epochs"]
+    path = common.config_path(d, b)
+    mod = common.config_module(path)
+    c = mod.get_config("converged")
+    assert c.til.pretrain_epochs == want, (d, b)
+    for grid_csv in mod.TUNED:
+      for r in read_csv(os.path.join(ROOT, grid_csv)):
+        if (r.get("epoch_94pct") and r["seed"] == "0" and float(r.get("optim.lr", -1)) == c.optim.lr
+            and float(r.get("optim.l2", -1)) == c.optim.l2):
+          assert int(r["epoch_94pct"]) == want, (d, b, grid_csv)
+          checked.append((d, b))
+  assert set(checked) == {("lastfm", "mf"), ("lastfm", "neumf"), ("lastfm", "mgccf"), ("gowalla", "mf"),
+                          ("amazon-cd", "mf")}, checked
+
+
 def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, capsys):
   """experiments.campaign: the steps' names are unique, every grid parses, and a run calls each
   runner's main once, in order, with {runs} / {results} filled in; a failed step is reported."""
@@ -522,7 +578,7 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
   assert campaign.untuned(step["lastfm-mf-bpr-grid"]) == []          # a grid tunes: never waits
   row = campaign._table1("ml100k-row", "ml100k", "mf", "bpr,til_mi")
   assert campaign.untuned(row) == ["configs/ml100k_mf.py has no TUNED",
-                                   "DATASET_BUDGETS has no ml100k pre-training"]
+                                   "DATASET_BUDGETS has no ml100k/mf pre-training"]
   assert campaign.untuned(campaign._table1("r", "ml100k", "mf", "bpr")) == [
       "configs/ml100k_mf.py has no TUNED"]
   assert campaign.untuned(campaign._importance("i", "ml100k", "clean", "bpr")) == [
@@ -532,7 +588,7 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
   assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "pris", "baselines.pris_clusters=5")) == [
       "configs/ml100k_mf.py has no TUNED"]
   assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "til_mi", "til.gamma=1e-2")) == [
-      "configs/ml100k_mf.py has no TUNED", "DATASET_BUDGETS has no ml100k pre-training"]
+      "configs/ml100k_mf.py has no TUNED", "DATASET_BUDGETS has no ml100k/mf pre-training"]
   assert campaign.untuned(campaign._grid("g", "ml100k", "mf", "bpr", "optim.lr=1e-3")) == []
   assert campaign.untuned(step["lastfm-mf-til-ui-grid"]) == []
   # a grid marked TUNES gates its pair: the row waits until TUNED names it; another method's

@@ -96,6 +96,20 @@ def test_every_method_trains_and_writes_outputs(tmp_path, method):
   assert u.shape == (40, 8) and i.shape[1] == 8 and u.dtype == np.float32
   on_disk = json.load(open(os.path.join(work, "metrics.json")))
   assert on_disk["test"] == pytest.approx(res["test"])
+  # the phase that trained the reported checkpoint: its epoch's record in the log
+  assert on_disk["best_phase"] == next(x["phase"] for x in lines if x["epoch"] == res["best_epoch"])
+
+
+def test_a_run_that_never_leaves_pretraining_says_so(tmp_path, caplog):
+  """TIL-MI whose pre-training outlasts the run reports a BPR model: metrics.json names the
+  phase of its best checkpoint and the log warns."""
+  data = write_split(str(tmp_path / "data"))
+  res = loop.train_and_evaluate(tiny_config(data, "til_mi", epochs=4, **{"til.pretrain_epochs": 4}),
+                                str(tmp_path / "run"))
+  assert res["best_phase"] == "pretrain"
+  assert "from pre-training" in caplog.text
+  assert loop.train_and_evaluate(tiny_config(data, "bpr", epochs=2), str(tmp_path / "b"))[
+      "best_phase"] == "main"
 
 
 def test_learns_on_planted_structure(tmp_path):

@@ -382,7 +382,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "train_seconds": round(meta["train_seconds"], 2), "stop": stop_reason,
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
       "budget": config.get("budget", ""),
+      # the phase that trained the reported checkpoint: "pretrain" means a TIL-MI run that was
+      # still plain BPR at its best (its pre-training outlasted the model's peak)
+      "best_phase": method.phase(max(int(meta["best_epoch"]) - 1, 0)),
   }
+  if final["best_phase"] == "pretrain":
+    log.warning("the best checkpoint (epoch %d) is from pre-training, which is plain BPR: the "
+                "reported metrics are not %s's (a shorter til.pretrain_epochs lets its own phase "
+                "run)", final["best_epoch"], method.name)
   if meta["epoch"] > first_epoch:  # a finished workdir read again adds no second test point
     board.final(final, int(meta["epoch"]))
   board.close()
