@@ -61,7 +61,7 @@ DATASET_BUDGETS: dict[str, dict[str, dict]] = {"converged": {
 }}
 
 
-def budget_fields(name: str, dataset: str, backbone: str = "mf") -> dict:
+def budget_fields(name: str, dataset: str, backbone: str) -> dict:
   """The fields budget `name` sets on a config of `dataset` (data.name) x `backbone`."""
   per = DATASET_BUDGETS.get(name, {})
   return {**BUDGETS[name], **per.get(dataset, {}), **per.get(f"{dataset}/{backbone}", {})}
@@ -95,7 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def defaults() -> ml_collections.ConfigDict:
   """Every field with its default, before a budget is applied (configs.base.make applies the
-  budget once data.name is the config's dataset, so per-dataset budget fields match it)."""
+  budget once data.name and model.name are the config's, so the budget's fields for that
+  dataset and backbone match it)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   # bpr | til_ui | til_mi | til_mik | aobpr | wbpr | pris | tce | rce | tce_bpr | rce_bpr, or a

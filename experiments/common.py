@@ -37,8 +37,9 @@ def config_path(dataset: str, backbone: str) -> str:
 
 
 def cell_args(config: str, overrides: dict, budget: str) -> list[str]:
-  """The config flags of a cell: the file with its budget (`path:budget`, so the dataset's own
-  budget fields apply: configs/default.py DATASET_BUDGETS), then the overrides, which win."""
+  """The config flags of a cell: the file with its budget (`path:budget`, so the budget fields of
+  its dataset and backbone apply: configs/default.py DATASET_BUDGETS), then the overrides, which
+  win."""
   return [f"--config={config}:{budget}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
@@ -423,7 +424,7 @@ def current_form(config_args: list[str]) -> list[str]:
   """A cell's config flags as today's runners write them (cell_args). Cells of earlier sessions
   named the plain file and set their budget's fields one by one (`--config.budget=converged
   --config.til.pretrain_epochs=100 ...`), which pins values the budget now sets otherwise (a
-  dataset's own pre-training: configs/default.py DATASET_BUDGETS); the runners ask for
+  dataset and backbone's own pre-training: configs/default.py DATASET_BUDGETS); the runners ask for
   `FILE:budget` with the method's own overrides, and so does this."""
   files = [a for a in config_args if a.startswith("--config=")]
   budget = next((a.split("=", 1)[1] for a in config_args if a.startswith("--config.budget=")), "")
@@ -459,30 +460,35 @@ def valid_curve(workdir: str, metric: str = "recall@20") -> list[tuple[int, floa
   """(epoch, valid metric) of a run's evaluations, in epoch order, from its metrics.jsonl (the
   last record of an epoch counts: a resumed run appends the epochs after its checkpoint)."""
   by_epoch = {}
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        r = json.loads(line)
-        if "valid" in r and metric in r["valid"]:
-          by_epoch[int(r["epoch"])] = float(r["valid"][metric])
+  for r in log_records(workdir):
+    if "valid" in r and metric in r["valid"]:
+      by_epoch[int(r["epoch"])] = float(r["valid"][metric])
   return sorted(by_epoch.items())
+
+
+def log_records(workdir: str) -> list[dict]:
+  """The records of a cell's metrics.jsonl, or of metrics.jsonl.gz in its record under
+  results/cells/ (experiments/ledger.py); [] without either."""
+  import gzip
+  for name, opener in (("metrics.jsonl", open), ("metrics.jsonl.gz", gzip.open)):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      with opener(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+  return []
 
 
 def best_phase(workdir: str, m: dict) -> str:
   """The training phase of a finished cell's best checkpoint ("pretrain": TIL-MI still plain
   BPR; "main"): metrics.json's best_phase, or for a cell written before that field, the phase
-  its log recorded at the best epoch ('' if neither says)."""
+  its log recorded at the best epoch (at its last epoch if no evaluation improved; '' if the
+  log does not say)."""
   if "best_phase" in m:
     return m["best_phase"]
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        r = json.loads(line)
-        if int(r.get("epoch", -1)) == int(m["best_epoch"]) and "phase" in r:
-          return r["phase"]
-  return ""
+  records = [r for r in log_records(workdir) if "phase" in r]
+  best = int(m.get("best_epoch") or 0)
+  at = [r for r in records if int(r.get("epoch", -1)) == best] if best else records[-1:]
+  return at[-1]["phase"] if at else ""
 
 
 def epochs_to_fraction(workdir: str, fraction: float, metric: str = "recall@20") -> int | None:

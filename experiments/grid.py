@@ -71,7 +71,8 @@ def grid_rows(root: str, points: list[dict], seeds: list[int], fixed: dict, conf
                  "valid_recall@20": m["valid"]["recall@20"], "valid_ndcg@20": m["valid"]["ndcg@20"],
                  "best_epoch": m["best_epoch"], "epochs": m["epochs"], "stop": m.get("stop", ""),
                  f"epoch_{PRETRAIN_PCT}pct": common.epochs_to_fraction(workdir, PRETRAIN_PCT / 100),
-                 "train_seconds": m["train_seconds"], "budget": m.get("budget", "")})
+                 "train_seconds": m["train_seconds"], "budget": m.get("budget", ""),
+                 "best_phase": common.best_phase(workdir, m)})
   return rows
 
 

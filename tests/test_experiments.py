@@ -1,5 +1,6 @@
 """The experiment runners end to end on the synthetic dataset (tiny budget), and their statistics."""
 
+import argparse
 import csv
 import json
 import math
@@ -49,7 +50,7 @@ def table1_root(tmp_path_factory):
   return root
 
 
-def test_table1_runner_is_restartable_and_reports(table1_root, capsys):
+def test_table1_runner_is_restartable_and_reports(table1_root, capsys, tmp_path):
   root = table1_root
   args = T1_ARGS + [f"--root={root}"]
   rows = read_csv(os.path.join(root, "table1.csv"))
@@ -72,6 +73,13 @@ def test_table1_runner_is_restartable_and_reports(table1_root, capsys):
       x["phase"] for x in log if x["epoch"] == int(by["til_mi"]["best_epoch"]))
   assert by["bpr"]["best_phase"] == "main"
   assert ("best in pre-training, i.e. BPR: 1/1" in md) == (by["til_mi"]["best_phase"] == "pretrain")
+  rows_now = table1.collect(root, "tiny")
+  for r in rows_now:
+    r["best_phase"] = "pretrain" if r["method"] == "til_mi" else r["best_phase"]
+  marked = table1.report(argparse.Namespace(budget="tiny", argv=[], root=str(tmp_path),
+                                             csv=""), rows_now)
+  line = next(x for x in marked.splitlines() if x.startswith("| recall@20"))
+  assert line.count("best in pre-training, i.e. BPR: 1/1") == 1   # TIL-MI's column alone
   m = json.load(open(os.path.join(cell, "metrics.json")))
   legacy = {k: v for k, v in m.items() if k != "best_phase"}
   assert common.best_phase(cell, legacy) == m["best_phase"]
@@ -448,27 +456,37 @@ def test_a_backbone_entry_of_a_dataset_budget_wins_over_the_dataset_entry(monkey
 
 
 def test_every_tuned_pair_has_its_own_pretraining():
-  """The shipped DATASET_BUDGETS: each tuned (dataset, backbone) has its own TIL-MI pre-training,
-  the epoch_94pct of its tuned BPR cell (seed 0, the config's lr and L2) in the grid CSVs its
-  TUNED names, where those have the column (LightGCN's grid predates it)."""
+  """The shipped DATASET_BUDGETS: each tuned (dataset, backbone) (a configs/*.py with TUNED) has
+  its own TIL-MI pre-training, the epoch at which its tuned BPR cell (seed 0) reaches 94% of its
+  best valid Recall@20: the epoch_94pct of that cell's row in the grid CSVs its TUNED names, or
+  (LightGCN's grid predates the column) from the row's recorded BPR cell's log."""
+  import glob
+
   from configs import default
+  from experiments import grid
   per = default.DATASET_BUDGETS["converged"]
-  checked = []
-  for d, b in [("lastfm", "mf"), ("lastfm", "neumf"), ("lastfm", "lightgcn"), ("lastfm", "mgccf"),
-               ("gowalla", "mf"), ("amazon-cd", "mf")]:
-    want = per[f"{d}/{b}"]["til.pretrain_epochs"]
-    path = common.config_path(d, b)
-    mod = common.config_module(path)
+  names = {v: k for k, v in __import__("configs.base", fromlist=["DATASETS"]).DATASETS.items()}
+  checked, tuned = {}, []
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*_*.py"))):
+    mod = common.config_module(os.path.relpath(path, ROOT))
+    if not getattr(mod, "TUNED", None):
+      continue
     c = mod.get_config("converged")
+    d, b = c.data.name, c.model.name
+    tuned.append((d, b))
+    want = per[f"{d}/{b}"]["til.pretrain_epochs"]
     assert c.til.pretrain_epochs == want, (d, b)
     for grid_csv in mod.TUNED:
       for r in read_csv(os.path.join(ROOT, grid_csv)):
         if (r.get("epoch_94pct") and r["seed"] == "0" and float(r.get("optim.lr", -1)) == c.optim.lr
             and float(r.get("optim.l2", -1)) == c.optim.l2):
           assert int(r["epoch_94pct"]) == want, (d, b, grid_csv)
-          checked.append((d, b))
-  assert set(checked) == {("lastfm", "mf"), ("lastfm", "neumf"), ("lastfm", "mgccf"), ("gowalla", "mf"),
-                          ("amazon-cd", "mf")}, checked
+          checked[(d, b)] = grid_csv
+    cell = os.path.join(ROOT, "results", "cells", "table1_converged", common.group(d, b), "bpr", "seed0")
+    if (d, b) not in checked and os.path.isdir(cell):   # the record: metrics.jsonl.gz
+      assert common.epochs_to_fraction(cell, grid.PRETRAIN_PCT / 100) == want, (d, b, cell)
+      checked[(d, b)] = cell
+  assert set(checked) == set(tuned) and ("lastfm", "lightgcn") in checked, (tuned, checked)
 
 
 def test_campaign_runs_its_steps_in_order_with_the_base_folders(monkeypatch, capsys):

@@ -384,7 +384,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "budget": config.get("budget", ""),
       # the phase that trained the reported checkpoint: "pretrain" means a TIL-MI run that was
       # still plain BPR at its best (its pre-training outlasted the model's peak)
-      "best_phase": method.phase(max(int(meta["best_epoch"]) - 1, 0)),
+      # (a run no evaluation improved reports its last state: that epoch's phase)
+      "best_phase": method.phase((int(meta["best_epoch"]) or max(int(meta["epoch"]), 1)) - 1),
   }
   if final["best_phase"] == "pretrain":
     log.warning("the best checkpoint (epoch %d) is from pre-training, which is plain BPR: the "
