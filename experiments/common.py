@@ -202,11 +202,26 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
 
 
 def sitting_pace() -> float | None:
-  """This machine's speed against the records: the median of the last PACE_CELLS ratios in
-  <runs>/pace.json (record_pace: a cell's seconds per epoch here over its kind's other records'),
-  clipped to PACE_RANGE; None before a cell has finished here. runs/ is this machine's own
-  scratch folder (a new checkout has none), so a pace never outlives the machine it measured."""
-  ratios = [c["ratio"] for c in _pace_cells() if c["ratio"] is not None][-PACE_CELLS:]
+  """This machine's speed against the records: the median of the last PACE_CELLS ratios of the
+  cells <runs>/pace.json lists (record_pace: a cell's seconds per epoch here over its kind's
+  other records'), clipped to PACE_RANGE; None before a cell has finished here. Each ratio is
+  computed again from the cell's folder while it is there, so one listed under an older _kind
+  (which lumped 16-negative variants with 1-negative cells: ratios of 5-8) counts as today's
+  _kind sees it. runs/ is this machine's own scratch folder (a new checkout has none), so a
+  pace never outlives the machine it measured."""
+  listed = _pace_cells()
+  kinds, here, ratios = None, None, []
+  for c in reversed(listed):
+    if len(ratios) == PACE_CELLS:
+      break
+    workdir = os.path.join(ledger.RUNS, c["cell"])
+    ratio = c["ratio"]
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      if kinds is None:
+        kinds, here = _records_by_kind(), _cells_timed_here()
+      ratio = _pace_ratio(workdir, kinds, here)
+    if ratio is not None:
+      ratios.append(ratio)
   if not ratios:
     return None
   return min(max(_upper_median(ratios), PACE_RANGE[0]), PACE_RANGE[1])
@@ -218,22 +233,29 @@ def record_pace(workdir: str) -> float | None:
   reference that held them would count this machine's speed twice), appended to
   <runs>/pace.json (sitting_pace); the ratio, or None (listed too, with no ratio) if it has no
   such record or no log."""
+  if ledger.record_of(workdir) is None:   # a folder outside runs/ (a test's, an ad-hoc --root)
+    return None
+  ratio = _pace_ratio(workdir, _records_by_kind(), _cells_timed_here())
+  cells = _pace_cells() + [{"cell": os.path.relpath(workdir, ledger.RUNS),
+                            "ratio": None if ratio is None else round(ratio, 4),
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+  write_text(os.path.join(ledger.RUNS, "pace.json"), json.dumps({"cells": cells}, indent=1))
+  return ratio
+
+
+def _pace_ratio(workdir: str, kinds: dict, here: set) -> float | None:
+  """A cell folder's seconds per epoch over the upper median of its kind's records (`kinds`:
+  _records_by_kind) other than its own and those in `here` (cells timed on this machine)."""
   rec = ledger.record_of(workdir)
-  if rec is None:   # a folder outside runs/ (a test's, an ad-hoc --root) times nothing
+  if rec is None:
     return None
   try:
     kind = _record_kind(workdir)
     mine = ledger.cell_seconds(workdir), ledger.cell_epochs(workdir)
   except (OSError, ValueError, AttributeError, TypeError):
     return None
-  here = _cells_timed_here()
-  others = [t / n for r, t, n in _records_by_kind().get(kind, []) if r != rec and r not in here]
-  ratio = mine[0] / mine[1] / _upper_median(others) if others and mine[0] and mine[1] else None
-  cells = _pace_cells() + [{"cell": os.path.relpath(workdir, ledger.RUNS),
-                            "ratio": None if ratio is None else round(ratio, 4),
-                            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
-  write_text(os.path.join(ledger.RUNS, "pace.json"), json.dumps({"cells": cells}, indent=1))
-  return ratio
+  others = [t / n for r, t, n in kinds.get(kind, []) if r != rec and r not in here]
+  return mine[0] / mine[1] / _upper_median(others) if others and mine[0] and mine[1] else None
 
 
 def _pace_cells() -> list[dict]:
@@ -296,11 +318,19 @@ def _record_kind(folder: str) -> tuple:
                _at(run, "train.patience"))
 
 
+# Fields beside the method that change a cell's seconds per epoch several-fold: N negatives
+# (a 16-negative variant is 5-8x a 1-negative cell's epoch), Adam's lookahead, the outer batch,
+# the model's size and the batch size.
+_KIND_FIELDS = ("model.name", "model.layers", "model.dim", "train.batch_size", "train.negatives",
+                "til.lookahead", "til.outer_batch")
+
+
 def _kind(identity: dict, budget, epochs, patience) -> tuple:
-  """What a cell's running time depends on most: (data, method, (backbone, noise, budget,
-  epochs, patience))."""
+  """What a cell's running time depends on most: (data, method, (the _KIND_FIELDS, noise,
+  budget, epochs, patience))."""
   return ((identity.get("data.name"), identity.get("data.path")), identity.get("method"),
-          (identity.get("model.name"), identity.get("data.noise"), budget, epochs, patience))
+          (*(identity.get(k) for k in _KIND_FIELDS), identity.get("data.noise"), budget, epochs,
+           patience))
 
 
 def twin_of(workdir: str, config: str, overrides: dict, budget: str) -> str:

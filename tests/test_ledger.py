@@ -290,6 +290,12 @@ def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, mon
   (mine / "metrics.json").write_text("{}")
   assert common.record_pace(str(mine)) == pytest.approx(0.5)
   assert common.sitting_pace() == pytest.approx(0.5)
+  # a ratio listed under an older _kind is computed again from the cell's folder
+  pace_json = base / "runs" / "pace.json"
+  listed = json.loads(pace_json.read_text())
+  pace_json.write_text(json.dumps({"cells": [{**listed["cells"][0], "ratio": 8.0}]}))
+  assert common.sitting_pace() == pytest.approx(0.5)
+  pace_json.write_text(json.dumps(listed))
   assert ledger.save(str(mine))   # its record joins the kind, but not the pace's reference
   est = common.estimate_seconds(str(runs / "bpr" / "seed3"), config, {"method": "bpr", "seed": 3}, "tiny")
   assert est[0] == pytest.approx(13 * 600.0 / 13 * 0.5) and "pace x0.50" in est[1]
@@ -321,3 +327,15 @@ def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, mon
   assert common.sitting_pace() == common.PACE_RANGE[1]
   (base / "runs" / "pace.json").write_text("{not json")
   assert common.sitting_pace() is None
+
+
+def test_the_kind_of_a_cell_tells_its_epoch_cost_apart():
+  """_kind: N negatives, Adam's lookahead and the outer batch make cells of one method differ
+  several-fold per epoch, so they are not one kind for the estimates and the pace."""
+  base = {"data.name": "lastfm", "method": "til_ui", "model.name": "mf", "train.negatives": 1,
+          "til.lookahead": "sgd", "til.outer_batch": "fresh"}
+  k = common._kind(base, "converged", 3000, 100)
+  assert common._kind(dict(base), "converged", 3000, 100) == k
+  for field, value in (("train.negatives", 16), ("til.lookahead", "optimizer"),
+                       ("til.outer_batch", "valid"), ("model.name", "neumf")):
+    assert common._kind({**base, field: value}, "converged", 3000, 100) != k, field
