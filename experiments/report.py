@@ -165,13 +165,23 @@ def _unit(rel: str) -> str:
 
 
 def _rows(path: str) -> int:
-  with open(path) as f:
-    return max(0, sum(1 for line in f if line.strip()) - 1)
+  """The entries of a CSV: its rows, or for a curve (a table with an `epoch` column, e.g. fig6:
+  method, epoch, ...) its distinct curves, the values of the columns before `epoch`, so a rerun
+  cell that stopped earlier (fewer epochs) is not a lost entry."""
+  import csv
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return 0
+  head, body = rows[0], [r for r in rows[1:] if any(x.strip() for x in r)]
+  if "epoch" in head:
+    return len({tuple(r[:head.index("epoch")]) for r in body})
+  return len(body)
 
 
 def _shrinking(stage: str, results: str) -> list[tuple[str, int, int]]:
-  """(file, rows in results/, rows staged) of every staged CSV with fewer rows than its
-  counterpart in results/."""
+  """(file, entries in results/, entries staged) of every staged CSV with fewer entries
+  (_rows) than its counterpart in results/."""
   out = []
   for here, _, files in os.walk(stage):
     for name in sorted(f for f in files if f.endswith(".csv")):

@@ -364,6 +364,19 @@ def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, mon
   assert len((res / "table1_converged.csv").read_text().splitlines()) == 1 + 3
 
 
+def test_report_counts_a_curve_by_its_curves_not_its_points(tmp_path):
+  """report._rows: a curve table (an `epoch` column, e.g. fig6) loses an entry only when a curve
+  goes, not when a rerun cell stopped earlier and logged fewer epochs."""
+  from experiments import report
+  curve, plain = tmp_path / "fig6.csv", tmp_path / "t.csv"
+  curve.write_text("method,epoch,train_seconds,valid_recall@20\nbpr,5,1,0.1\nbpr,10,2,0.2\n"
+                   "til_mi,5,1,0.1\n")
+  plain.write_text("method,seed\nbpr,0\nbpr,1\n\n")
+  assert report._rows(str(curve)) == 2 and report._rows(str(plain)) == 2
+  curve.write_text("method,epoch,train_seconds,valid_recall@20\nbpr,5,1,0.1\ntil_mi,5,1,0.1\n")
+  assert report._rows(str(curve)) == 2
+
+
 def test_til_ui_default_is_the_paper_mode(tmp_path):
   """The round-2 `til_ui` variant (and Table 1's til_ui) stands for `paper`: for TIL-UI the two
   configs train to the same numbers (they differ only in the clustering loss's fields)."""
