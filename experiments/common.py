@@ -498,14 +498,9 @@ def valid_curve(workdir: str, metric: str = "recall@20") -> list[tuple[int, floa
 
 def log_records(workdir: str) -> list[dict]:
   """The records of a cell's metrics.jsonl, or of metrics.jsonl.gz in its record under
-  results/cells/ (experiments/ledger.py); [] without either."""
-  import gzip
-  for name, opener in (("metrics.jsonl", open), ("metrics.jsonl.gz", gzip.open)):
-    path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      with opener(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
-  return []
+  results/cells/ (ledger.read_log); [] without either."""
+  return [json.loads(line) for line in (ledger.read_log(workdir) or b"").splitlines()
+          if line.strip()]
 
 
 def best_phase(workdir: str, m: dict) -> str:

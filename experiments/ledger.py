@@ -127,15 +127,27 @@ def cell_epochs(folder: str) -> int | None:
   return None if epochs is None else len(epochs)
 
 
+def log_path(folder: str) -> str | None:
+  """A cell folder's metrics.jsonl, or its record's metrics.jsonl.gz; None without either."""
+  for name in ("metrics.jsonl", "metrics.jsonl.gz"):
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def read_log(folder: str) -> bytes | None:
+  """The content of a cell folder's or record's log (log_path), un-gzipped; None without one."""
+  path = log_path(folder)
+  return None if path is None else _read(path)
+
+
 def _epoch_seconds(folder: str) -> dict | None:
   """{epoch: training + evaluation seconds} from a cell's log (cell_seconds), or None."""
   import json
   import zlib
-  for name in ("metrics.jsonl", "metrics.jsonl.gz"):
-    path = os.path.join(folder, name)
-    if os.path.exists(path):
-      break
-  else:
+  path = log_path(folder)
+  if path is None:
     return None
   try:
     st = os.stat(path)

@@ -11,7 +11,6 @@ import pytest
 from configs import default
 from experiments import common, figures, importance_study, table1
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -478,7 +477,6 @@ def test_every_tuned_pair_has_its_own_pretraining():
   from configs import default
   from experiments import grid
   per = default.DATASET_BUDGETS["converged"]
-  names = {v: k for k, v in __import__("configs.base", fromlist=["DATASETS"]).DATASETS.items()}
   checked, tuned = {}, []
   for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*_*.py"))):
     mod = common.config_module(os.path.relpath(path, ROOT))

@@ -382,9 +382,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "train_seconds": round(meta["train_seconds"], 2), "stop": stop_reason,
       "valid": evaluate(best_state, valid_ev), "test": evaluate(best_state, test_ev),
       "budget": config.get("budget", ""),
-      # the phase that trained the reported checkpoint: "pretrain" means a TIL-MI run that was
-      # still plain BPR at its best (its pre-training outlasted the model's peak)
-      # (a run no evaluation improved reports its last state: that epoch's phase)
+      # the phase that trained the reported checkpoint ("pretrain": a TIL-MI run still plain BPR
+      # at its best); a run that no evaluation improved reports its last state, so its last epoch's
       "best_phase": method.phase((int(meta["best_epoch"]) or max(int(meta["epoch"]), 1)) - 1),
   }
   if final["best_phase"] == "pretrain":
