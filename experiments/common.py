@@ -161,12 +161,14 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
                      resumed: bool = True) -> tuple[float, str] | None:
   """(seconds, how) a cell still needs, from the recorded finished cells (results/cells/;
   training plus evaluation, ledger.cell_seconds) of its kind (_kind): the longest of them. With
-  none, the longest BPR cell of its data times the method's largest ratio to BPR on other data,
-  x FALLBACK_MARGIN (the ratio differs between datasets: on lastfm TIL-MI's long BPR pre-training
-  dilutes it). Once a cell has finished on this machine (sitting_pace), the longest cell's epochs
-  are timed at its kind's median seconds per epoch x that pace instead: the guest's speed has
-  differed 2x between sessions. Less, if `resumed` and the workdir holds an interrupted run, what
-  it logged up to its latest checkpoint (where it resumes). None with neither estimate."""
+  none, the longest BPR cell of its data times the method's ratio to BPR (longest to longest) on
+  the other data whose BPR seconds per epoch are nearest this data's, x FALLBACK_MARGIN (the
+  ratio differs between datasets: a method's fixed work per step weighs more beside a small
+  dataset's BPR step, and TIL-MI's BPR pre-training dilutes it). Once a cell has finished on
+  this machine (sitting_pace), the longest cell's epochs are timed at its kind's median seconds
+  per epoch x that pace instead: the guest's speed has differed 2x between sessions. Less, if
+  `resumed` and the workdir holds an interrupted run, what it logged up to its latest checkpoint
+  (where it resumes). None with neither estimate."""
   f = cell_fields(cell_args(config, overrides, budget))
   if f is None:
     return None
@@ -187,11 +189,18 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
     full = full_time((data, method, rest))
     how = f"the longest of {len(kinds[(data, method, rest)])} recorded {method} cell(s)"
   else:
-    ratios = [(full_time((d, m, r)) / full_time((d, "bpr", r)), d) for d, m, r in kinds
+    others = [d for d, m, r in kinds
               if m == method and r == rest and d != data and (d, "bpr", r) in kinds]
-    if (data, "bpr", rest) not in kinds or not ratios:
+    if (data, "bpr", rest) not in kinds or not others:
       return None
-    ratio, other = max(ratios, key=lambda x: x[0])
+    # the ratio from the data nearest this one in BPR's seconds per epoch: a method's overhead
+    # over BPR depends on the data's size (lastfm's TIL-MI, whose all-item KL dwarfs a tiny BPR
+    # step, is 5-8x BPR; Gowalla's 3-4x), so the largest ratio anywhere overstated a new
+    # dataset's cells 2-3x
+    def bpr_epoch(d):
+      return _upper_median([t / n for _, t, n in kinds[(d, "bpr", rest)]])
+    other = min(others, key=lambda d: abs(math.log(bpr_epoch(d) / bpr_epoch(data))))
+    ratio = full_time((other, method, rest)) / full_time((other, "bpr", rest))
     full = full_time((data, "bpr", rest)) * ratio * FALLBACK_MARGIN
     how = (f"this data's longest bpr cell x {ratio:.1f} ({method} on {other[0] or other[1]}) "
            f"x {FALLBACK_MARGIN}")

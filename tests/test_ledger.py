@@ -168,7 +168,8 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
 
 def timed_records(base):
   """Recorded cells with timed logs under results/cells/g/: synthetic bpr 600 s and 400 s (13
-  epochs each); lastfm bpr 100 s and til_ui 350 s (3.5x bpr); an ml-100k bpr cell that logged
+  epochs each); lastfm bpr 100 s and til_ui 350 s (3.5x bpr); gowalla bpr 500 s and til_ui 1200 s
+  (2.4x bpr; its BPR epoch is the nearer to synthetic's); an ml-100k bpr cell that logged
   nothing and one whose log is cut: neither times anything. Returns the helpers that wrote them:
   config_json(folder, seed, method, data) and log(seconds an epoch, epochs)."""
   config = common.config_path("synthetic", "mf")
@@ -189,6 +190,8 @@ def timed_records(base):
                                    ("bpr/seed1", log(20.0) + log(20.0, 3), "bpr", "synthetic"),
                                    ("lastfm/bpr", log(5.0), "bpr", "lastfm"),
                                    ("lastfm/til_ui", log(17.5), "til_ui", "lastfm"),
+                                   ("gowalla/bpr", log(25.0), "bpr", "gowalla"),
+                                   ("gowalla/til_ui", log(60.0), "til_ui", "gowalla"),
                                    ("ml/bpr", '{"epoch": 1, "seconds": null}\n', "bpr", "ml-100k"),
                                    ("ml/til_ui", None, "til_ui", "ml-100k")):
     d = base / "results" / "cells" / "g" / cell
@@ -203,7 +206,8 @@ def timed_records(base):
 def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, capsys):
   """--end (common.END): a cell is estimated by the longest recorded finished cell of its kind
   (training + evaluation seconds of its log, an epoch logged twice counted once), or by this
-  data's BPR cell times the method's ratio to BPR on other data x FALLBACK_MARGIN, less what its
+  data's BPR cell times the method's ratio to BPR on the other data nearest in BPR's seconds per
+  epoch x FALLBACK_MARGIN, less what its
   own interrupted run keeps; one that would overrun (x END_MARGIN + START_SECONDS) is passed
   over, one that fits or has no estimate starts; a stale cell is not retired for a rerun that
   cannot fit; unreadable or empty records are passed over."""
@@ -220,9 +224,11 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
   assert ledger.cell_seconds(str(recs / "ml" / "til_ui")) is None
   est = common.estimate_seconds(str(runs / "bpr" / "seed2"), config, {"method": "bpr", "seed": 2}, "tiny")
   assert est[0] == pytest.approx(600.0) and "longest of 2 recorded bpr" in est[1]
-  # a method first run on this data: BPR's time here x its ratio to BPR on lastfm x 1.5
+  # a method first run on this data: BPR's time here x its ratio to BPR on the data whose BPR
+  # epoch is nearest (gowalla's 500/13 s against synthetic's 600/13; lastfm's 100/13, with the
+  # larger ratio 3.5, is farther) x 1.5
   est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
-  assert est[0] == pytest.approx(600.0 * 3.5 * 1.5) and "(til_ui on lastfm) x 1.5" in est[1]
+  assert est[0] == pytest.approx(600.0 * 2.4 * 1.5) and "(til_ui on gowalla) x 1.5" in est[1]
   # no estimate: a method recorded nowhere, another budget or run length, noisy data, data
   # with no (timed) BPR cell
   for over, budget in (({"method": "til_mi"}, "tiny"), ({}, "cpu"), ({"train.patience": 9}, "tiny"),
@@ -243,7 +249,7 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
     assert common.run_cell(str(runs), cell, config, {"method": method, "seed": seed}, "tiny") is None
   out = capsys.readouterr().out
   assert "[end] bpr/seed2: not started, needs ~14 min" in out and not trained   # 600 x 1.15 + 120
-  assert "[end] til_ui/seed0: not started, needs ~62 min" in out
+  assert "[end] til_ui/seed0: not started, needs ~43 min" in out   # 2160 x 1.15 + 120
   # a stale finished cell that --rerun-stale would retrain: not retired if the rerun cannot fit
   stale = runs / "bpr" / "seed5"
   config_json(stale, 0)
@@ -303,9 +309,9 @@ def test_a_cell_finished_here_sets_the_machines_pace_for_the_estimates(base, mon
   config_json(again, 6)
   (again / "metrics.jsonl").write_text(log(15.0))
   assert common.record_pace(str(again)) == pytest.approx(0.5)
-  # the fallback: this data's BPR at the pace x til_ui's ratio on lastfm (also paced: 3.5) x 1.5
+  # the fallback: this data's BPR at the pace x til_ui's ratio on gowalla (also paced: 2.4) x 1.5
   est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
-  assert est[0] == pytest.approx(300.0 * 3.5 * 1.5)
+  assert est[0] == pytest.approx(300.0 * 2.4 * 1.5)
   # no other record of its kind: no ratio; nor for a folder outside runs/
   lone = runs / "til_mi" / "seed0"
   config_json(lone, 0, "til_mi")
