@@ -196,7 +196,10 @@ def write_all(a, results: str) -> None:
   """Every table and figure of the finished cells into the folder `results`."""
   csv = os.path.join(results, "table1_converged.csv")
   table1.main([f"--root={a.table1_root}", "--budget=converged", "--report-only", f"--csv={csv}"])
-  shutil.copyfile(os.path.join(a.table1_root, "table1.md"), csv[:-4] + ".md")
+  # its command line names the CSV where it lands (results/), not the staging folder
+  with open(os.path.join(a.table1_root, "table1.md")) as f:
+    text = f.read().replace(csv, os.path.join(a.results, "table1_converged.csv"))
+  common.write_text(csv[:-4] + ".md", text)
   for dataset, backbone in groups(a.table1_root):
     out = os.path.join(results, f"converged_{common.group(dataset, backbone)}")
     for fig in ("3", "5", "6", "7"):

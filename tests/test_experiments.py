@@ -338,6 +338,8 @@ def test_report_regenerates_from_finished_cells_and_trains_nothing(tmp_path, mon
                       f"--importance-root={tmp_path / 'imp'}", f"--results={res}", "--seeds=0,1"]) == 0
   rows = (res / "table1_converged.csv").read_text().splitlines()
   assert len(rows) == 1 + 4 and "20.50 ± 0.71" in (res / "table1_converged.md").read_text()
+  # its command names the CSV in results/, not the staging folder it was written to
+  assert f"--csv={res / 'table1_converged.csv'}`" in (res / "table1_converged.md").read_text()
   fig7 = (res / "converged_lastfm_mf" / "fig7.csv").read_text().splitlines()
   assert len(fig7) == 1 + 2   # til_ui's two seeds; til_mi unfinished, til_mik absent
   assert "| bpr | bpr | 2 (2) |" in (res / "importance_converged_lastfm.md").read_text()
