@@ -139,6 +139,11 @@ STEPS = [
                 "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
     _importance("lastfm-mf-importance-adam-norm-noisy-pos", "lastfm", "noise",
                 "bpr,adam_lookahead_mean,adam_lookahead_softmax"),
+    # ... and the generator at its nominal rate (til.gen_eps 1e-20: the paper's hypergradient is
+    # below Adam's default epsilon, session 17), clean and under Noisy-Pos
+    _importance("lastfm-mf-importance-gen-eps-clean", "lastfm", "clean", "bpr,til_ui,gen_eps,gen_eps_mean"),
+    _importance("lastfm-mf-importance-gen-eps-noisy-pos", "lastfm", "noise",
+                "bpr,til_ui,gen_eps,gen_eps_mean"),
     # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
     # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
     _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",

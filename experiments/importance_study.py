@@ -99,6 +99,14 @@ VARIANTS.update({
     # summed loss's, so the authors' 1e-2 (with their summed loss) acts like ~1e-2 / B here:
     # bpr_wd (1e-2 on the mean loss) collapses the embeddings; the grid is below it.
     **{f"bpr_wd{w}": ("bpr", {"optim.weight_decay": float(w)}) for w in ("1e-4", "1e-5", "1e-6")},
+    # The generator at its nominal rate (session 17). The paper's hypergradient (mean losses,
+    # lr_look 1e-3) is 1e-13..1e-8 in norm in every TIL cell recorded, below OPT_Lambda's Adam
+    # epsilon 1e-8, so Adam stepped at |g| / eps (1e-5..1) of gen_lr: the generator barely
+    # learnt. gen_eps 1e-20 restores Adam's scale-free step; against til_ui (the same run at eps
+    # 1e-8), and with the weights normalised to batch mean 1 (the outer gradient's uniform part,
+    # which saturates the sigmoid once it is followed, removed; BPR's loss scale), against BPR.
+    "gen_eps": ("til_ui", {"til.gen_eps": 1e-20}),
+    "gen_eps_mean": ("til_ui", {"til.gen_eps": 1e-20, "til.weight_norm": "mean"}),
 })
 # variant -> (reference variant, c from (mean weight, batch size)): the model step of TIL-UI is
 # mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + sum BPR(Theta~), i.e.
@@ -109,7 +117,7 @@ ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "
           "adam_lookahead", "loss_inputs", "neg4_softmax", "neg4_softmax_t10", "bpr_neg4", "dns4",
           "neg16_softmax",
           "bpr_neg16", "dns16", "bpr_wd1e-4", "bpr_wd1e-5", "bpr_wd1e-6", "adam_lookahead_mean",
-          "adam_lookahead_softmax"]
+          "adam_lookahead_softmax", "gen_eps", "gen_eps_mean"]
 # Each variant is compared with plain BPR and with its control (what isolates its change).
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
            "neg4_softmax": "bpr_neg4", "neg4_softmax_t10": "bpr_neg4",
@@ -117,7 +125,7 @@ CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_aut
            # paper: bpr_scaled's c comes from til_ui's run, which trains exactly as paper
            # (test_til_ui_default_is_the_paper_mode)
            "paper": "bpr_scaled", "adam_lookahead": "til_ui", "loss_inputs": "til_ui",
-           "dns4": "bpr_neg4", "dns16": "bpr_neg16"}
+           "dns4": "bpr_neg4", "dns16": "bpr_neg16", "gen_eps": "til_ui"}
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant

@@ -847,3 +847,31 @@ def test_authors_objective_refusals_and_paper_mode_pins_it():
     TIL.from_config(c, MF(N_USERS, N_ITEMS, DIM), 1)
   c.til.mode = "paper"
   assert modes.resolve(c).til.objective == "paper"
+
+
+def test_generator_adam_steps_at_gen_lr_only_where_the_hypergradient_exceeds_gen_eps():
+  """OPT_Lambda is Adam with epsilon `til.gen_eps`: its first step is -lr * g / (|g| + eps)
+  (m_hat = g, v_hat = g^2). At the hypergradient's scale (1e-12 an entry; the runs log norms of
+  1e-13..1e-8) the default eps 1e-8 shrinks it 1e4-fold; gen_eps 1e-20 gives -lr * sign(g). TIL
+  builds its OPT_Lambda from the config; gen_eps 0 (0 / 0 where an entry's gradient is 0) is
+  refused by name."""
+  from til_jax import optim
+  from til_jax.errors import ConfigError
+  from til_jax.til.api import TIL
+  from til_jax.train import config_check
+  g = {"w": jnp.asarray([1e-12, -3e-12, 0.0], jnp.float32)}
+  for eps in (None, 1e-20):
+    c = default.get_config()
+    c.method, c.til.gen_lr = "til_ui", 1e-3
+    if eps is not None:
+      c.til.gen_eps = eps
+    e = 1e-8 if eps is None else eps
+    want = -1e-3 * np.asarray(g["w"], np.float64) / (np.abs(np.asarray(g["w"], np.float64)) + e)
+    tx = TIL.from_config(c, MF(n_users=N_USERS, n_items=N_ITEMS, dim=DIM), steps_per_epoch=1).gen_tx
+    for t in (tx, optim.generator_optimizer(c.til)):
+      upd, _ = t.update(g, t.init(g), g)
+      np.testing.assert_allclose(np.asarray(upd["w"]), want, rtol=1e-5, atol=1e-12)
+  assert np.abs(want[:2]).min() > 0.9e-3   # at gen_lr, not |g| / eps of it
+  c.til.gen_eps = 0.0
+  with pytest.raises(ConfigError, match=r"config\.til\.gen_eps: must be > 0"):
+    config_check.validate(c)

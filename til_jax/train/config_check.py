@@ -32,7 +32,7 @@ POSITIVE_INT = ("train.batch_size", "train.negatives", "train.epochs", "train.pa
                 "til.refresh_every")
 NONNEG_INT = ("til.eta_every",)
 POSITIVE_FLOAT = ("optim.lr", "train.loss_scale", "til.lr_look", "til.gen_lr", "til.tau",
-                  "til.temperature")
+                  "til.temperature", "til.gen_eps")   # gen_eps 0: 0/0 where a gradient is 0
 NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gen_weight_decay",
                 "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
@@ -45,7 +45,7 @@ BEFORE_FIELD = {
     "optim.weight_decay": 0.0, "train.negatives": 1, "train.negative_pick": "all",
     "train.loss_scale": 1.0, "til.kl_items": "all", "til.lookahead": "sgd",
     "til.objective": "paper", "til.gen_weight_decay": 0.0, "til.loss_inputs": False,
-    "til.loss_decay": 0.9, "til.row_lookahead": False,
+    "til.loss_decay": 0.9, "til.row_lookahead": False, "til.gen_eps": 1e-8,
 }
 
 
