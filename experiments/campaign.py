@@ -144,6 +144,11 @@ STEPS = [
     _importance("lastfm-mf-importance-gen-eps-clean", "lastfm", "clean", "bpr,til_ui,gen_eps,gen_eps_mean"),
     _importance("lastfm-mf-importance-gen-eps-noisy-pos", "lastfm", "noise",
                 "bpr,til_ui,gen_eps,gen_eps_mean"),
+    # ... whose weights rank the injected positives early and then flatten: with a clean outer
+    # batch (a meta part of valid), against BPR that trains on that part too
+    _importance("lastfm-mf-importance-gen-eps-valid-clean", "lastfm", "clean", "bpr,gen_eps_valid,bpr_meta"),
+    _importance("lastfm-mf-importance-gen-eps-valid-noisy-pos", "lastfm", "noise",
+                "bpr,gen_eps_valid,bpr_meta"),
     # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
     # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
     _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",
