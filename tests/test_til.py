@@ -852,7 +852,7 @@ def test_authors_objective_refusals_and_paper_mode_pins_it():
 def test_generator_adam_steps_at_gen_lr_only_where_the_hypergradient_exceeds_gen_eps():
   """OPT_Lambda is Adam with epsilon `til.gen_eps`: its first step is -lr * g / (|g| + eps)
   (m_hat = g, v_hat = g^2). At the hypergradient's scale (1e-12 an entry; the runs log norms of
-  1e-13..1e-8) the default eps 1e-8 shrinks it 1e4-fold; gen_eps 1e-20 gives -lr * sign(g). TIL
+  1e-11..4e-8 as a median) the default eps 1e-8 shrinks it 1e4-fold; gen_eps 1e-20 gives -lr * sign(g). TIL
   builds its OPT_Lambda from the config; gen_eps 0 (0 / 0 where an entry's gradient is 0) is
   refused by name."""
   from til_jax import optim
