@@ -183,9 +183,10 @@ def defaults() -> ml_collections.ConfigDict:
                              # (Adam's, its moments held) at optim.lr, as the real update
   c.til.gen_lr = 1e-3        # OPT_Lambda (Adam)
   c.til.gen_eps = 1e-8       # OPT_Lambda's Adam epsilon (optax's and PyTorch's default). The
-                             # hypergradient of the mean losses is 1e-11..4e-8 in norm (median
-                             # hypergrad_norm), below it: Adam then steps at |g| / eps of gen_lr
-                             # (BUILD_NOTES 2026-12-07); 1e-20 lets the generator step at gen_lr
+                             # hypergradient of the mean losses (median norm 1e-11..4e-8) has
+                             # entries of 1e-13..5e-10, below it: Adam then steps at about
+                             # |g| / eps of gen_lr (BUILD_NOTES 2026-12-07); 1e-20 lets the
+                             # generator step at gen_lr
   c.til.gen_l2 = 0.0
   c.til.outer_batch = "fresh"  # fresh | same | valid
   c.til.meta_fraction = 0.5  # outer_batch=valid: share of valid used for the outer loss

@@ -149,6 +149,10 @@ STEPS = [
     _importance("lastfm-mf-importance-gen-eps-valid-clean", "lastfm", "clean", "bpr,gen_eps_valid,bpr_meta"),
     _importance("lastfm-mf-importance-gen-eps-valid-noisy-pos", "lastfm", "noise",
                 "bpr,gen_eps_valid,bpr_meta"),
+    # ... and the same two at Adam's default epsilon (round 1's `mean` and `valid`), which
+    # isolate the epsilon's own effect in gen_eps_mean and gen_eps_valid
+    _importance("lastfm-mf-importance-eps-controls-clean", "lastfm", "clean", "bpr,mean,valid"),
+    _importance("lastfm-mf-importance-eps-controls-noisy-pos", "lastfm", "noise", "bpr,mean,valid"),
     # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
     # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
     _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",
@@ -206,10 +210,10 @@ STEPS = [
     # TIL-UI: gen_lr; TIL-MI: gamma). The winner's cell is the row's seed-0 cell (a twin: trained
     # once), so a screen costs one cell beyond the row; the row waits until the config sets the
     # winner and names the screen in TUNED. Amazon-CD's TIL-MI screen is pruned to gamma 1e-4:
-    # 1e-2 lost on both datasets screened before it (Gowalla: valid 0.1694 vs 0.1803, its best
-    # the last pre-training epoch, after which the clustering loss pulled valid down; lastfm's
-    # alpha x gamma grid: 1e-4 best at every alpha but 10), so its cell (~45 min) would only
-    # confirm it; the one point is the row's seed-0 TIL-MI cell.
+    # on Gowalla, the other large dataset, 1e-2 lost by 1.1 points of valid (0.1694 vs 0.1803):
+    # its best was the last pre-training epoch, after which the clustering loss pulled valid
+    # down. lastfm's alpha x gamma grid is no evidence either way (one seed; 1e-4 ahead by 0.1
+    # and 0.2 points at alpha 0.1 and 1, behind at 10). The one point is the row's seed-0 cell.
     *[_grid(f"{d}-mf-{m}-knobs", d, "mf", m, g, root=r, tunes=True) for d in ("gowalla", "amazon-cd")
       for m, g, r in (("pris", "baselines.pris_clusters=100,5", "grid_baselines"),
                       ("til_ui", "til.gen_lr=1e-3,1e-2", "grid"),

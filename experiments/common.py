@@ -197,8 +197,8 @@ def estimate_seconds(workdir: str, config: str, overrides: dict, budget: str,
     # over BPR depends on the data's size (lastfm's TIL-MI, whose all-item KL dwarfs a tiny BPR
     # step, is 5-8x BPR; Gowalla's 3-4x), so the largest ratio anywhere overstated a new
     # dataset's cells 2-3x
-    def bpr_epoch(d):
-      return _upper_median([t / n for _, t, n in kinds[(d, "bpr", rest)]])
+    def bpr_epoch(d):   # as recorded (not paced: a ratio of two datasets' records); a tie
+      return _upper_median([t / n for _, t, n in kinds[(d, "bpr", rest)]])   # -> record order
     other = min(others, key=lambda d: abs(math.log(bpr_epoch(d) / bpr_epoch(data))))
     ratio = full_time((other, method, rest)) / full_time((other, "bpr", rest))
     full = full_time((data, "bpr", rest)) * ratio * FALLBACK_MARGIN

@@ -169,7 +169,8 @@ def test_a_finished_cell_is_read_back_on_a_new_checkout_not_trained(base, monkey
 def timed_records(base):
   """Recorded cells with timed logs under results/cells/g/: synthetic bpr 600 s and 400 s (13
   epochs each); lastfm bpr 100 s and til_ui 350 s (3.5x bpr); gowalla bpr 500 s and til_ui 1200 s
-  (2.4x bpr; its BPR epoch is the nearer to synthetic's); an ml-100k bpr cell that logged
+  (2.4x bpr; its BPR epoch is the nearest to synthetic's); amazon-cd bpr 20 s and til_ui 40 s
+  (2.0x, the smallest ratio, and the farthest); an ml-100k bpr cell that logged
   nothing and one whose log is cut: neither times anything. Returns the helpers that wrote them:
   config_json(folder, seed, method, data) and log(seconds an epoch, epochs)."""
   config = common.config_path("synthetic", "mf")
@@ -192,6 +193,8 @@ def timed_records(base):
                                    ("lastfm/til_ui", log(17.5), "til_ui", "lastfm"),
                                    ("gowalla/bpr", log(25.0), "bpr", "gowalla"),
                                    ("gowalla/til_ui", log(60.0), "til_ui", "gowalla"),
+                                   ("amazon/bpr", log(1.0), "bpr", "amazon-cd"),
+                                   ("amazon/til_ui", log(2.0), "til_ui", "amazon-cd"),
                                    ("ml/bpr", '{"epoch": 1, "seconds": null}\n', "bpr", "ml-100k"),
                                    ("ml/til_ui", None, "til_ui", "ml-100k")):
     d = base / "results" / "cells" / "g" / cell
@@ -226,7 +229,8 @@ def test_end_starts_only_the_cells_whose_recorded_time_fits(base, monkeypatch, c
   assert est[0] == pytest.approx(600.0) and "longest of 2 recorded bpr" in est[1]
   # a method first run on this data: BPR's time here x its ratio to BPR on the data whose BPR
   # epoch is nearest (gowalla's 500/13 s against synthetic's 600/13; lastfm's 100/13, with the
-  # larger ratio 3.5, is farther) x 1.5
+  # larger ratio 3.5, and amazon-cd's 20/13, with the smaller 2.0 and listed last, are farther)
+  # x 1.5
   est = common.estimate_seconds(str(runs / "til_ui" / "seed0"), config, {"method": "til_ui"}, "tiny")
   assert est[0] == pytest.approx(600.0 * 2.4 * 1.5) and "(til_ui on gowalla) x 1.5" in est[1]
   # no estimate: a method recorded nowhere, another budget or run length, noisy data, data

@@ -860,13 +860,14 @@ def test_generator_adam_steps_at_gen_lr_only_where_the_hypergradient_exceeds_gen
   from til_jax.til.api import TIL
   from til_jax.train import config_check
   g = {"w": jnp.asarray([1e-12, -3e-12, 0.0], jnp.float32)}
-  for eps in (None, 1e-20):
+  for eps, l2 in ((None, 0.0), (1e-20, 0.0), (1e-20, 0.5)):   # l2 > 0: the AdamW branch
     c = default.get_config()
-    c.method, c.til.gen_lr = "til_ui", 1e-3
+    c.method, c.til.gen_lr, c.til.gen_l2 = "til_ui", 1e-3, l2
     if eps is not None:
       c.til.gen_eps = eps
     e = 1e-8 if eps is None else eps
-    want = -1e-3 * np.asarray(g["w"], np.float64) / (np.abs(np.asarray(g["w"], np.float64)) + e)
+    gw = np.asarray(g["w"], np.float64)
+    want = -1e-3 * (gw / (np.abs(gw) + e) + l2 * gw)   # params = g: AdamW's decay l2 * params
     tx = TIL.from_config(c, MF(n_users=N_USERS, n_items=N_ITEMS, dim=DIM), steps_per_epoch=1).gen_tx
     for t in (tx, optim.generator_optimizer(c.til)):
       upd, _ = t.update(g, t.init(g), g)

@@ -33,7 +33,7 @@ def generator_optimizer(til) -> optax.GradientTransformation:
   """OPT_Lambda from `config.til`: Adam at `gen_lr` with epsilon `gen_eps`, AdamW when `gen_l2`
   > 0, and coupled L2 (PyTorch Adam's weight_decay) when `gen_weight_decay` > 0. Adam's step is
   lr * m / (sqrt(v) + eps): where the hypergradient's entries are far below eps (the paper's mean
-  losses with lr_look 1e-3 give a median norm of 1e-11..4e-8), it is lr * |g| / eps, not lr."""
+  losses with lr_look 1e-3 give entries of 1e-13..5e-10), it is about lr * |g| / eps, not lr."""
   lr, l2, eps = float(til.gen_lr), float(til.gen_l2), float(til.get("gen_eps", 1e-8))
   tx = optax.adamw(lr, eps=eps, weight_decay=l2) if l2 else optax.adam(lr, eps=eps)
   wd = float(til.get("gen_weight_decay", 0.0))
