@@ -514,14 +514,16 @@ def plot_auroc(a, noise: list[dict]) -> None:
       traces[(r["noise"], r["variant"])].append(dict(t))
   if not plt or not traces:
     return
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  for (nz, v), ts in sorted(traces.items()):
+  fig, ax = plt.subplots(figsize=(7.5, 3.5))
+  colors = plt.get_cmap("tab20").colors   # one colour per variant (the default cycle has 10)
+  for n, ((nz, v), ts) in enumerate(sorted(traces.items())):
     epochs = sorted(set.intersection(*(set(t) for t in ts)))
-    ax.plot(epochs, [np.mean([t[e] for t in ts]) for e in epochs], label=f"{v} ({nz}, {len(ts)} seeds)")
+    ax.plot(epochs, [np.mean([t[e] for t in ts]) for e in epochs], label=f"{v} ({nz}, {len(ts)} seeds)",
+            color=colors[n % len(colors)], ls=("-", "--")[n // len(colors) % 2])
   ax.axhline(0.5, color="grey", lw=0.8, ls=":")
   ax.set_xlabel("epoch")
   ax.set_ylabel("weight AUROC (clean vs injected)")
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   fig.savefig(os.path.join(a.root, "noise_auroc.png"), dpi=120)
 
