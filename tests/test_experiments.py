@@ -634,6 +634,9 @@ def test_campaign_skips_a_step_whose_config_is_not_tuned_yet(monkeypatch, capsys
       "configs/lastfm_mf.py TUNED does not name grid_y.csv (lastfm-mf-pris-y)"]
   assert campaign.untuned(gates[1]) == [
       "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)"]
+  # a row of BPR alone waits for BPR's grids, not the other methods' screens
+  assert campaign.untuned(campaign._table1("r", "lastfm", "mf", "bpr")) == [
+      "configs/lastfm_mf.py TUNED does not name grid_x.csv (lastfm-mf-bpr-x)"]
   assert campaign.untuned(gates[0]) == []
   # an importance study (BPR's and TIL-UI's variants) waits for BPR's and TIL-UI's grids only
   til_ui = campaign._grid("lastfm-mf-til_ui-z", "lastfm", "mf", "til_ui", "til.gen_lr=1e-2",
