@@ -12,7 +12,14 @@ from configs.base import make
 
 # The grids that tuned BPR's lr and L2 for this row (experiments.campaign runs a row, a figure or
 # an importance study only on a config that names them).
-TUNED = ("results/grid_amazon_cd_mf_bpr.csv", "results/grid_amazon_cd_mf_bpr_l2edge.csv")
+TUNED = ("results/grid_amazon_cd_mf_bpr.csv", "results/grid_amazon_cd_mf_bpr_l2edge.csv",
+         "results/grid_amazon_cd_mf_pris.csv")
+
+# The row's own knobs, on valid (converged budget, seed 0, at BPR's lr and L2):
+KNOBS = {
+    # PRIS (grid_amazon_cd_mf_pris.csv): K 5 0.1446 (best epoch 750) vs 100 0.1356 (best epoch 50)
+    "baselines.pris_clusters": 5,
+}
 
 
 def get_config(arg=None):
@@ -20,4 +27,4 @@ def get_config(arg=None):
   # row: lr 1e-3 (3e-3 pruned by Gowalla's grid) x L2 {1e-4, 1e-3, 1e-2}
   # (results/grid_amazon_cd_mf_bpr.csv: 1e-2 best, 0.1374), then 3e-2 past that edge
   # (results/grid_amazon_cd_mf_bpr_l2edge.csv: 0.1223, below it): L2 1e-2.
-  return make("amazon_cd", "mf", arg, **{"optim.lr": 1e-3, "optim.l2": 1e-2})
+  return make("amazon_cd", "mf", arg, **{"optim.lr": 1e-3, "optim.l2": 1e-2, **KNOBS})
