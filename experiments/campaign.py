@@ -230,9 +230,12 @@ STEPS = [
     # #18 on Gowalla and Amazon-CD: lastfm's most informative variants and their controls,
     # screened on seed 0 (bpr and til_ui are the rows' cells); a variant above BPR and its
     # control on valid gets seeds 1-2
-    *[_importance(f"{d}-mf-importance-screen", d, "clean",
-                  "bpr,til_ui,loss_inputs,neg4_softmax_t10,bpr_neg4,bpr_scaled", table1=True,
-                  seeds="--seeds=0") for d in ("gowalla", "amazon-cd")],
+    # Gowalla's screen has no `bpr_scaled`: that control explains a TIL-UI gain over BPR by its
+    # loss scale, and Gowalla's TIL-UI has none (18.14 +- 0.06 vs 18.19 +- 0.18, 3 seeds,
+    # p = 0.70); the N-negatives pair runs first (lastfm's open question: +0.8% over its control)
+    *[_importance(f"{d}-mf-importance-screen", d, "clean", v, table1=True, seeds="--seeds=0")
+      for d, v in (("gowalla", "bpr,til_ui,neg4_softmax_t10,bpr_neg4,loss_inputs"),
+                   ("amazon-cd", "bpr,til_ui,loss_inputs,neg4_softmax_t10,bpr_neg4,bpr_scaled"))],
     # lastfm x NeuMF and x MGCCF (1 layer): BPR's grid as LightGCN's, then the rows
     *[_grid(f"lastfm-{b}-bpr-grid", "lastfm", b, "bpr", "optim.lr=1e-3,1e-2;optim.l2=1e-4,1e-3,1e-2",
             tunes=True) for b in ("neumf", "mgccf")],
