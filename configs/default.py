@@ -201,6 +201,11 @@ def defaults() -> ml_collections.ConfigDict:
   c.til.first_order = False
   c.til.row_lookahead = False  # the bilevel step on the rows the inner and outer batch touch
                                # (til_ui/til_mik on mf/neumf; same numbers as the dense step)
+  c.til.freeze_epoch = 0      # > 0: after this many epochs the generator's weight of every
+                             # training pair is frozen and training goes on as weighted BPR
+                             # (not the paper's; til_jax/train/methods.py, issue #18). 0: off
+  c.til.freeze_temper = 1.0  # the frozen weights ** this, then normalised to mean 1
+  c.til.freeze_negatives = 4  # uniform negatives each pair's frozen weight is averaged over
   c.til.hypergrad = "autodiff"  # autodiff | jvp: two exact routes to Eq. 14 (til/bilevel.py)
 
   # Devices and hosts (til_jax.parallel): the batch is split over a 1-D "data" mesh; results

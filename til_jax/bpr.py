@@ -51,7 +51,9 @@ def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None 
   With N negatives per positive (groups of N consecutive triplets, `epoch_triplets`) the mean is
   over every triplet, i.e. the uniform mean over N; `hardest_of=N` instead takes the BPR term of
   each group's highest-scored negative only (dynamic negative sampling; the choice is not
-  differentiated), while the L2 term still covers every sampled row."""
+  differentiated), while the L2 term still covers every sampled row.
+  A batch with "weight" [B] (TIL's frozen per-pair weights) gives the weighted mean instead,
+  mean_b w_b * L_BPR (Eq. 2)."""
   mp = params["model"]
   pos_s, neg_s = triplet_scores(model, mp, graph, batch["users"], batch["pos"], batch["neg"])
   reg = model.l2(mp, graph, batch["users"], batch["pos"], batch["neg"])
@@ -61,7 +63,12 @@ def bpr_objective(params, model, graph, batch, l2: float, axis_name: str | None 
     pick = jnp.argmax(jax.lax.stop_gradient(neg_g), axis=1)
     neg_s = jnp.take_along_axis(neg_g, pick[:, None], axis=1)[:, 0]
     pos_s, mask = pos_s[::hardest_of], mask[::hardest_of]
-  bpr = objectives.bpr_loss(pos_s, neg_s, mask, axis_name)
+  if "weight" in batch:
+    if hardest_of > 1:
+      raise ValueError("per-triplet weights and hardest_of are not combined")
+    bpr = objectives.weighted_bpr_loss(pos_s, neg_s, batch["weight"], mask, axis_name=axis_name)
+  else:
+    bpr = objectives.bpr_loss(pos_s, neg_s, mask, axis_name)
   return (bpr if scale == 1.0 else scale * bpr) + l2 * pmean(reg, axis_name)
 
 

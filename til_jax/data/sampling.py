@@ -42,13 +42,15 @@ class UniformNegativeSampler:
 
 
 def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: int,
-                   drop_remainder: bool = False, negatives: int = 1):
+                   drop_remainder: bool = False, negatives: int = 1, with_pair: bool = False):
   """One epoch of shuffled (u, i, j) triplets, shaped [steps, batch_size] each.
 
   Every training positive appears once; one fresh negative per positive. The last partial batch
   is padded with repeats of random earlier triplets and a `mask` marks the real rows, so that
   every step has the same static shape (one compilation) and every positive is used once.
-  Returns dict(users, pos, neg, mask) of arrays [steps, batch_size].
+  Returns dict(users, pos, neg, mask) of arrays [steps, batch_size]; `with_pair` adds "pair",
+  each triplet's positive as its index in `train.to_pairs()` (per-pair state: TIL's frozen
+  weights). The draws are the same with or without it.
 
   negatives = N > 1: N independent negatives per positive, as N consecutive triplets that share
   (u, i) (a group); the arrays are [steps, batch_size * N] (batch_size positives per step) and a
@@ -63,7 +65,7 @@ def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: in
   else:
     neg = sampler.sample(users, rng)
   perm = rng.permutation(n)
-  users, items, neg = users[perm], items[perm], neg[perm]
+  users, items, neg, pair = users[perm], items[perm], neg[perm], perm
   steps = n // batch_size if drop_remainder else -(-n // batch_size)
   total = steps * batch_size
   mask = np.ones(total, dtype=bool)
@@ -72,11 +74,15 @@ def epoch_triplets(train: CSR, sampler, rng: np.random.Generator, batch_size: in
     users = np.concatenate([users, users[fill]])
     items = np.concatenate([items, items[fill]])
     neg = np.concatenate([neg, neg[fill]])
+    pair = np.concatenate([pair, pair[fill]])
     mask[n:] = False
   else:
-    users, items, neg, mask = users[:total], items[:total], neg[:total], mask[:total]
+    users, items, neg, mask, pair = (a[:total] for a in (users, items, neg, mask, pair))
   if negatives > 1:  # groups of N: (u, i) repeated, the N negatives side by side
-    users, items, mask = (np.repeat(a, negatives) for a in (users, items, mask))
+    users, items, mask, pair = (np.repeat(a, negatives) for a in (users, items, mask, pair))
   shape = (steps, batch_size * negatives)
-  return dict(users=users.reshape(shape).astype(np.int32), pos=items.reshape(shape).astype(np.int32),
-              neg=neg.reshape(shape), mask=mask.reshape(shape))
+  out = dict(users=users.reshape(shape).astype(np.int32), pos=items.reshape(shape).astype(np.int32),
+             neg=neg.reshape(shape), mask=mask.reshape(shape))
+  if with_pair:
+    out["pair"] = pair.reshape(shape).astype(np.int32)
+  return out

@@ -209,6 +209,42 @@ class TIL:
       state, m = bpr_step(state, batch, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
     return state, {**m, **{k: jnp.full((), jnp.nan, m["loss"].dtype) for k in BILEVEL_ONLY}}
 
+  def frozen_update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
+    """A step after `freeze`: plain BPR weighted by the frozen weight of each triplet's positive,
+    w = state.aux["pair_weight"][batch["pair"]] (mean_b w_b L_BPR, Eq. 2 with w held); the
+    generator and eta are left as they are. batch["pair"] [B]: each triplet's index into the
+    training pairs the weights were computed for (`epoch_triplets(..., with_pair=True)`).
+    Metrics: loss, grad_norm, w_mean / w_std of the batch's weights; outer_loss and
+    hypergrad_norm are NaN (no bilevel step)."""
+    s = self.settings
+    if "pair_weight" not in state.aux:
+      raise ValueError("frozen_update reads state.aux['pair_weight']: call `freeze` first")
+    w = jnp.take(state.aux["pair_weight"], batch["pair"], axis=0)
+    b = {**batch, "weight": w}
+    if self.lazy_adam is not None:
+      b.update({f"rows_{t}": _inner_rows(batch, t) for t in self.model.row_tables})
+      state, m = sparse_bpr_step(state, b, self.model, consts["graph"], s.l2, *self.lazy_adam)
+    else:
+      state, m = bpr_step(state, b, self.model, consts["graph"], self.tx, s.l2, s.axis_name)
+    w_mean = objectives.masked_mean(w, batch["mask"], s.axis_name)
+    w_var = objectives.masked_mean(jnp.square(w - w_mean), batch["mask"], s.axis_name)
+    nan = jnp.full((), jnp.nan, m["loss"].dtype)
+    return state, {**m, "outer_loss": nan, "hypergrad_norm": nan, "w_mean": w_mean,
+                   "w_std": jnp.sqrt(w_var)}
+
+  @staticmethod
+  def freeze(state: TrainState, pair_weights) -> TrainState:
+    """The state with the weights [n_pairs] that `frozen_update` reads from now on (e.g. the
+    generator's weights of every training pair, averaged over a few negatives, normalised to
+    mean 1: the library's `til.freeze_epoch`). The array's shape must match the one already in
+    the state (a state that will be frozen holds ones from its start, so checkpoints keep one
+    structure)."""
+    w = jnp.asarray(pair_weights, jnp.float32)
+    old = state.aux.get("pair_weight")
+    if old is not None and old.shape != w.shape:
+      raise ValueError(f"pair weights of shape {w.shape}; the state holds {old.shape}")
+    return state.replace(aux={**state.aux, "pair_weight": w})
+
   def bilevel_update(self, state: TrainState, batch, consts) -> tuple[TrainState, dict]:
     """`update` from step settings.pretrain_steps on: the scheduled refreshes and one bilevel
     step (Eq. 12-15)."""

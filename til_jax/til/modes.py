@@ -22,7 +22,7 @@ import copy
 
 PAPER = {"activation": "sigmoid", "weight_norm": "none", "reduction": "mean",
          "kl_reduction": "sum", "kl_items": "all", "outer_batch": "fresh", "first_order": False,
-         "lookahead": "sgd", "loss_inputs": False, "objective": "paper"}
+         "lookahead": "sgd", "loss_inputs": False, "objective": "paper", "freeze_epoch": 0}
 AUTHORS = {"activation": "softplus", "weight_norm": "clip", "clip_max": 5.0, "reduction": "sum",
            "outer_batch": "same"}
 # The authors' code's effective objective and optimizers (BUILD_NOTES.md, 2026-12-01): the model

@@ -29,10 +29,11 @@ CHOICES = {
 }
 POSITIVE_INT = ("train.batch_size", "train.negatives", "train.epochs", "train.patience", "eval.every",
                 "eval.chunk", "checkpoint.every", "checkpoint.keep", "model.dim", "til.n_clusters",
-                "til.refresh_every")
-NONNEG_INT = ("til.eta_every",)
+                "til.refresh_every", "til.freeze_negatives")
+NONNEG_INT = ("til.eta_every", "til.freeze_epoch")
 POSITIVE_FLOAT = ("optim.lr", "train.loss_scale", "til.lr_look", "til.gen_lr", "til.tau",
-                  "til.temperature", "til.gen_eps")   # gen_eps 0: 0/0 where a gradient is 0
+                  "til.temperature", "til.gen_eps",   # gen_eps 0: 0/0 where a gradient is 0
+                  "til.freeze_temper")
 NONNEG_FLOAT = ("optim.l2", "optim.weight_decay", "til.gen_weight_decay",
                 "til.gamma", "til.gen_l2", "til.alpha")
 # Fields that do not change what a run computes: a resumed run may change them. (parallel:
@@ -46,6 +47,7 @@ BEFORE_FIELD = {
     "train.loss_scale": 1.0, "til.kl_items": "all", "til.lookahead": "sgd",
     "til.objective": "paper", "til.gen_weight_decay": 0.0, "til.loss_inputs": False,
     "til.loss_decay": 0.9, "til.row_lookahead": False, "til.gen_eps": 1e-8,
+    "til.freeze_epoch": 0, "til.freeze_temper": 1.0, "til.freeze_negatives": 4,
 }
 
 

@@ -38,6 +38,7 @@ from til_jax.registry import METHODS
 from til_jax.state import TrainState, make_consts
 from til_jax.train import config_check, tensorboard
 from til_jax.train.checkpoint import Checkpointer
+from til_jax.train.methods import triplet_weights
 
 log = logging.getLogger("til_jax")
 
@@ -330,7 +331,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         te = time.time()
         valid = evaluate(state, valid_ev)
         record["valid"] = valid
-        if clean is not None and method.phase(epoch) != "pretrain":  # (an untrained generator)
+        if clean is not None and method.phase(epoch) == "frozen":   # the weights it trains with
+          w = np.asarray(jax.device_get(parallel.local(state).aux["pair_weight"]))
+          record["weight_auroc"] = auroc(w, clean)
+        elif clean is not None and method.phase(epoch) != "pretrain":  # (an untrained generator)
           w = all_triplet_weights(method, parallel.local(state), dataset, consts)[3]
           record["weight_auroc"] = auroc(w, clean)
         record["eval_seconds"] = round(time.time() - te, 3)
@@ -447,42 +451,6 @@ def noise_flags(config, dataset, method) -> np.ndarray | None:
       or config.til.weight_norm == "group_softmax"):   # weights of single triplets: undefined
     return None
   return np.asarray(clean, bool)
-
-
-def _weight_fns(method):
-  """(jit(refreshed), jit(weights without refresh)) of a TIL method, built once per method (so
-  every evaluation's weight AUROC reuses the compiled functions)."""
-  fns = getattr(method, "_weight_fns", None)
-  if fns is None:
-    fns = method._weight_fns = (jax.jit(method.core.refreshed),
-                                jax.jit(functools.partial(method.core.weights, refresh=False)))
-  return fns
-
-
-def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
-                    batch_size: int = 4096) -> np.ndarray:
-  """The weights the trained generator gives the triplets (users, pos, neg) [n], in their order.
-
-  They are scored in batches of a random order, so batch-wise post-processing (mean-one,
-  softmax) rescales every batch by about the same constant and weights stay comparable across
-  the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
-  if method.core.settings.weight_norm == "group_softmax":
-    raise ConfigError("config.til.weight_norm: group_softmax weights a positive's N negatives "
-                      "together; the weight of a single triplet is undefined")
-  order = np.random.default_rng(seed).permutation(users.size)
-  refreshed, fn = _weight_fns(method)
-  state = refreshed(state, consts)  # eta and memberships once, not per batch
-  out = []
-  for s in range(0, users.size, batch_size):
-    idx = order[s: s + batch_size]
-    pad = batch_size - idx.size
-    b = {k: np.concatenate([v[idx], np.zeros(pad, v.dtype)]).astype(np.int32) for k, v in
-         (("users", users), ("pos", pos), ("neg", neg))}
-    b["mask"] = np.arange(batch_size) < idx.size
-    out.append(np.asarray(fn(state, b, consts))[:idx.size])
-  w = np.empty(users.size, np.float32)
-  w[order] = np.concatenate(out)
-  return w
 
 
 def all_triplet_weights(method, state, dataset, consts, seed: int = 0, batch_size: int = 4096):

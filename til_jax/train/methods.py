@@ -6,10 +6,18 @@ the baselines in `til_jax.baselines`, the TIL family here. `register(name, cls)`
 own method; `make_method` builds the one `config.method` names.
 
 The TIL methods are thin: `til_jax.til.api.TIL` owns the state and every schedule; this adapter
-builds it from the config and samples the outer batches on the host.
+builds it from the config and samples the outer batches on the host. One schedule is the
+adapter's, since it reads every training pair on the host: `til.freeze_epoch` = E > 0 freezes
+the importance after E epochs. Before epoch E + 1 the generator weighs every training pair
+(averaged over `til.freeze_negatives` uniform negatives), the weights are raised to
+`til.freeze_temper` and normalised to mean 1 (`api.TIL.freeze`), and from then on each epoch is
+plain BPR weighted by its positive's frozen weight (`api.TIL.frozen_update`, phase "frozen"):
+no bilevel step, BPR's cost. (Not the paper's: an option of the importance study, issue #18.)
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
@@ -27,6 +35,8 @@ register = METHODS.register
 
 # Salt of the K-means++ key of TIL-MI/MIK (fold_in of the run's seed key).
 CLUSTER_KEY_SALT = 10_000_019
+# Salt of the negatives that `til.freeze_epoch` weighs every training pair with.
+FREEZE_SEED_SALT = 20_000_003
 
 
 class TIL(BPR):
@@ -51,6 +61,19 @@ class TIL(BPR):
     if rest:  # the loop picks each epoch's branch by its phase: pre-training is whole epochs
       raise ValueError(f"pre-training of {core.settings.pretrain_steps} steps is not whole epochs "
                        f"of {core.settings.steps_per_epoch}")
+    self.freeze_epoch = int(config.til.get("freeze_epoch", 0))
+    self.freeze_temper = float(config.til.get("freeze_temper", 1.0))
+    self.freeze_negatives = int(config.til.get("freeze_negatives", 4))
+    if self.freeze_epoch and self.freeze_epoch <= self.pretrain_epochs:
+      raise ConfigError(f"config.til.freeze_epoch: {self.freeze_epoch} must be after the "
+                        f"{self.pretrain_epochs} epochs of pre-training (the generator is "
+                        "untrained until then)")
+    if self.freeze_epoch and self._own_update:
+      raise ConfigError(f"config.til.freeze_epoch: {type(self).__name__} overrides update, which "
+                        "then runs in every epoch; the frozen phase needs TIL's own")
+    if self.freeze_epoch and self.negatives > 1:
+      raise ConfigError("config.til.freeze_epoch: freezes the weight of single triplets; with "
+                        f"train.negatives={self.negatives} (group weights) it is undefined")
     self.outer_batch = core.settings.outer_batch
     if self.outer_batch == "valid":
       self.meta = dataset.extras.get("meta")
@@ -82,10 +105,37 @@ class TIL(BPR):
 
   def init(self, key, params) -> TrainState:
     cluster_key = jax.random.fold_in(jax.random.key(int(self.config.seed)), CLUSTER_KEY_SALT)
-    return self.core.init(key, params, cluster_key=cluster_key)
+    state = self.core.init(key, params, cluster_key=cluster_key)
+    if self.freeze_epoch:  # held from the start, so every checkpoint has one structure
+      state = self.core.freeze(state, np.ones(self.dataset.train.nnz, np.float32))
+    return state
 
   def phase(self, epoch: int) -> str:
-    return "pretrain" if epoch < self.pretrain_epochs else "main"
+    if epoch < self.pretrain_epochs:
+      return "pretrain"
+    return "frozen" if self.freeze_epoch and epoch >= self.freeze_epoch else "main"
+
+  def on_epoch_start(self, state, epoch: int, consts):
+    """At epoch `til.freeze_epoch` (0-based: after that many epochs), the frozen weights of
+    every training pair; a run resumed later finds them in its checkpoint."""
+    if not (self.freeze_epoch and epoch == self.freeze_epoch):
+      return state
+    return self.core.freeze(state, self.freeze_weights(state, consts))
+
+  def freeze_weights(self, state, consts) -> np.ndarray:
+    """[nnz] in `train.to_pairs()` order: the generator's weight of each training pair, the
+    mean over `til.freeze_negatives` uniform negatives, ** `til.freeze_temper`, normalised to
+    mean 1. Deterministic in (state, seed)."""
+    users, pos = self.dataset.train.to_pairs()
+    rng = np.random.default_rng([int(self.config.seed), FREEZE_SEED_SALT])
+    w = np.zeros(users.size, np.float64)
+    for k in range(self.freeze_negatives):
+      w += triplet_weights(self, state, consts, users, pos, self.sampler.sample(users, rng), seed=k)
+    w = np.maximum(w / self.freeze_negatives, 0.0) ** self.freeze_temper
+    mean = w.mean()
+    if not np.isfinite(mean) or mean <= 0:
+      raise FloatingPointError(f"til.freeze_epoch: the generator's weights have mean {mean}")
+    return (w / mean).astype(np.float32)
 
   def epoch_update(self, phase: str):
     # pre-training is whole epochs, so each phase's epoch scans its own branch of core.update
@@ -93,12 +143,14 @@ class TIL(BPR):
     # subclass with its own update gets it, and whole batches (_lean_epoch)
     if self._own_update:
       return self.update
-    return self.core.pretrain_update if phase == "pretrain" else self.core.bilevel_update
+    return {"pretrain": self.core.pretrain_update,
+            "frozen": self.core.frozen_update}.get(phase, self.core.bilevel_update)
 
   def _lean_epoch(self, epoch: int) -> bool:
-    """Whether the epoch's step is the pre-training branch, which reads no outer batch and, on
-    the dense path, no row index (an overriding `update` reads whatever core.update reads)."""
-    return self.phase(epoch) == "pretrain" and not self._own_update
+    """Whether the epoch's step is plain (weighted) BPR, pre-training or frozen, which reads no
+    outer batch and, on the dense path, no row index (an overriding `update` reads whatever
+    core.update reads)."""
+    return self.phase(epoch) in ("pretrain", "frozen") and not self._own_update
 
   def has_row_step(self, model) -> bool:
     # the row-sparse bilevel step (api.TIL refuses TIL-MI's clustering loss with its own error)
@@ -106,7 +158,7 @@ class TIL(BPR):
 
   def epoch_batches(self, epoch: int, rng: np.random.Generator) -> dict:
     b = epoch_triplets(self.dataset.train, self.sampler, rng, self.batch_size,
-                       negatives=self.negatives)
+                       negatives=self.negatives, with_pair=self.phase(epoch) == "frozen")
     # a pre-training epoch (plain BPR) reads no outer batch; each epoch has its own rng and the
     # inner batch is drawn first, so leaving it out there changes no other draw
     main = not self._lean_epoch(epoch)
@@ -160,6 +212,42 @@ def sample_pairs(pairs: CSR, sampler: UniformNegativeSampler, rng: np.random.Gen
   j = sampler.sample(u, rng)
   return {"users": u.reshape(shape).astype(np.int32), "pos": i.reshape(shape).astype(np.int32),
           "neg": j.reshape(shape), "mask": np.ones(shape, bool)}
+
+
+def _weight_fns(method):
+  """(jit(refreshed), jit(weights without refresh)) of a TIL method, built once per method (so
+  every evaluation's weight AUROC reuses the compiled functions)."""
+  fns = getattr(method, "_weight_fns", None)
+  if fns is None:
+    fns = method._weight_fns = (jax.jit(method.core.refreshed),
+                                jax.jit(functools.partial(method.core.weights, refresh=False)))
+  return fns
+
+
+def triplet_weights(method, state, consts, users, pos, neg, seed: int = 0,
+                    batch_size: int = 4096) -> np.ndarray:
+  """The weights the trained generator gives the triplets (users, pos, neg) [n], in their order.
+
+  They are scored in batches of a random order, so batch-wise post-processing (mean-one,
+  softmax) rescales every batch by about the same constant and weights stay comparable across
+  the whole set (in user-sorted batches each batch would carry its own few users' scale)."""
+  if method.core.settings.weight_norm == "group_softmax":
+    raise ConfigError("config.til.weight_norm: group_softmax weights a positive's N negatives "
+                      "together; the weight of a single triplet is undefined")
+  order = np.random.default_rng(seed).permutation(users.size)
+  refreshed, fn = _weight_fns(method)
+  state = refreshed(state, consts)  # eta and memberships once, not per batch
+  out = []
+  for s in range(0, users.size, batch_size):
+    idx = order[s: s + batch_size]
+    pad = batch_size - idx.size
+    b = {k: np.concatenate([v[idx], np.zeros(pad, v.dtype)]).astype(np.int32) for k, v in
+         (("users", users), ("pos", pos), ("neg", neg))}
+    b["mask"] = np.arange(batch_size) < idx.size
+    out.append(np.asarray(fn(state, b, consts))[:idx.size])
+  w = np.empty(users.size, np.float32)
+  w[order] = np.concatenate(out)
+  return w
 
 
 def make_method(name: str, model, dataset, tx, config):
