@@ -153,6 +153,19 @@ STEPS = [
     # isolate the epsilon's own effect in gen_eps_mean and gen_eps_valid
     _importance("lastfm-mf-importance-eps-controls-clean", "lastfm", "clean", "bpr,mean,valid"),
     _importance("lastfm-mf-importance-eps-controls-noisy-pos", "lastfm", "noise", "bpr,mean,valid"),
+    # ... whose early ranking of the injected positives fades as the model fits them: the
+    # early generator on the late model ranks them at AUROC 0.58, the late one on the early
+    # model at 0.71 (session 18, BUILD_NOTES), so the state, not the generator, loses the
+    # signal. The weights frozen per training pair after E epochs and tempered by t
+    # (til.freeze_*) on gen_eps_mean; E x t on valid (seed 0), clean and under Noisy-Pos (whose
+    # valid is the held-out data a user of noisy data tunes on); own roots, since a point's
+    # name omits --fixed
+    *[_grid(f"lastfm-mf-freeze-grid{sfx}", "lastfm", "mf", "til_ui",
+            "til.freeze_epoch=10,25,50;til.freeze_temper=0.1,0.3,1.0", root=f"grid_freeze{sfx2}",
+            out=f"grid_lastfm_mf_til_ui_freeze{sfx2}.csv",
+            fixed="til.gen_eps=1e-20;til.weight_norm=mean" + noise)
+      for sfx, sfx2, noise in (("", "", ""),
+                               ("-noisy-pos", "_noisy_pos", ";data.noise=pos;data.noise_seed=0"))],
     # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
     # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
     _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",

@@ -729,3 +729,38 @@ def test_a_grid_with_no_finished_cell_leaves_its_csv_as_it_is(tmp_path):
   assert out.read_text() == "optim.lr,seed\n0.001,0\n"
   grid.write_grid_csv(str(out), [{"optim.lr": 0.01, "seed": 1}])
   assert read_csv(str(out)) == [{"optim.lr": "0.01", "seed": "1"}]
+
+
+def test_weight_drift_scores_every_generator_with_every_model_state(tmp_path):
+  """experiments.weight_drift: the diagonal entries are the AUROCs the two runs logged; an
+  off-diagonal one is the early generator on the full run's latest state."""
+  import jax
+  import numpy as np
+
+  from experiments import weight_drift
+  from tests.fixtures import write_split
+  from tests.test_train import tiny_config
+  from til_jax.evaluation import auroc
+  from til_jax.train import loop
+  data = write_split(str(tmp_path / "d"))
+  cfg = tiny_config(data, "til_ui", epochs=1, **{"data.noise": "pos", "eval.every": 1,
+                                                  "til.gen_eps": 1e-20, "til.gen_lr": 0.05})
+  loop.train_and_evaluate(cfg, str(tmp_path / "early"))
+  with cfg.unlocked():
+    cfg.train.epochs = 3
+  loop.train_and_evaluate(cfg, str(tmp_path / "full"))
+  rows = weight_drift.cross_auroc(cfg, str(tmp_path / "early"), str(tmp_path / "full"))
+  got = {(r["generator"], r["model"]): r for r in rows}
+  assert len(got) == 9 and got[("early", "latest")]["model_epoch"] == 3
+  logged = {run: [json.loads(x) for x in open(tmp_path / run / "metrics.jsonl")][-1]["weight_auroc"]
+            for run in ("early", "full")}
+  assert abs(got[("early", "early")]["auroc"] - logged["early"]) < 1e-4
+  assert abs(got[("latest", "latest")]["auroc"] - logged["full"]) < 1e-4
+  dataset, _, method, late, consts = loop.restore(cfg, str(tmp_path / "full"), "latest")
+  early = loop.restore(cfg, str(tmp_path / "early"), "latest")[3]
+  users, pos = dataset.train.to_pairs()
+  neg = method.sampler.sample(users, np.random.default_rng(0))
+  w = loop.triplet_weights(method, late.replace(gen_params=early.gen_params), consts, users, pos, neg)
+  assert abs(got[("early", "latest")]["auroc"] - auroc(w, dataset.extras["clean"])) < 1e-4
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(early.gen_params),
+                                                   jax.tree.leaves(late.gen_params)))
