@@ -166,6 +166,19 @@ STEPS = [
             fixed="til.gen_eps=1e-20;til.weight_norm=mean" + noise)
       for sfx, sfx2, noise in (("", "", ""),
                                ("-noisy-pos", "_noisy_pos", ";data.noise=pos;data.noise_seed=0"))],
+    # ... whose best points were at t's upper edge (clean: E 50, t 1, also E's edge; Noisy-Pos:
+    # E 25, t 1): one step past each edge (the same roots: the shared points are read)
+    _grid("lastfm-mf-freeze-grid-edge", "lastfm", "mf", "til_ui",
+          "til.freeze_epoch=50,100;til.freeze_temper=1.0,2.0", root="grid_freeze",
+          out="grid_lastfm_mf_til_ui_freeze_edge.csv", fixed="til.gen_eps=1e-20;til.weight_norm=mean"),
+    _grid("lastfm-mf-freeze-grid-noisy-pos-edge", "lastfm", "mf", "til_ui",
+          "til.freeze_epoch=25;til.freeze_temper=1.0,2.0", root="grid_freeze_noisy_pos",
+          out="grid_lastfm_mf_til_ui_freeze_noisy_pos_edge.csv",
+          fixed="til.gen_eps=1e-20;til.weight_norm=mean;data.noise=pos;data.noise_seed=0"),
+    # ... the two chosen points (clean valid's and Noisy-Pos valid's), 3 seeds, clean and noisy
+    *[_importance(f"lastfm-mf-importance-freeze-{st}", "lastfm", stage,
+                  "bpr,gen_eps_mean,freeze,freeze_noisy")
+      for st, stage in (("clean", "clean"), ("noisy-pos", "noise"))],
     # ... adam_lookahead_mean (BPR's loss scale by construction) at BPR's best L2 on the fine
     # grid, against BPR's cells there (grid_lastfm_mf_bpr_l2fine.csv): is its +2% the L2 again?
     _grid("lastfm-mf-adam-lookahead-mean-l2-fine", "lastfm", "mf", "til_ui", "optim.l2=1.5e-2",

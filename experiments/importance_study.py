@@ -115,6 +115,18 @@ VARIANTS.update({
     # meta part (and `valid`, the same at eps 1e-8).
     "gen_eps_valid": ("til_ui", {"til.gen_eps": 1e-20, "til.weight_norm": "mean",
                                  "til.outer_batch": "valid"}),
+    # ... whose early ranking the state loses as the model fits the injected positives (the
+    # early generator on the late model ranks them at AUROC 0.58, the late one on the early
+    # model at 0.71: experiments.weight_drift, session 18). gen_eps_mean with its weights
+    # frozen per training pair after E epochs and raised to t (til.freeze_*), E and t on valid
+    # (seed 0, results/grid_lastfm_mf_til_ui_freeze*.csv): `freeze` at clean valid's best
+    # (E 100, t 1: 0.2761; E 50 level, and E -> infinity is the control itself),
+    # `freeze_noisy` at Noisy-Pos valid's best (E 25, t 1: 0.2294, every other point <= 0.2150).
+    # Control: gen_eps_mean, the same run never frozen.
+    "freeze": ("til_ui", {"til.gen_eps": 1e-20, "til.weight_norm": "mean",
+                          "til.freeze_epoch": 100, "til.freeze_temper": 1.0}),
+    "freeze_noisy": ("til_ui", {"til.gen_eps": 1e-20, "til.weight_norm": "mean",
+                                "til.freeze_epoch": 25, "til.freeze_temper": 1.0}),
 })
 # variant -> (reference variant, c from (mean weight, batch size)): the model step of TIL-UI is
 # mean(w * BPR), so its scale is mean w; authors_code's is sum(w * BPR) + sum BPR(Theta~), i.e.
@@ -125,7 +137,8 @@ ROUND2 = ["bpr", "til_ui", "bpr_scaled", "authors_code", "bpr_authors_scaled", "
           "adam_lookahead", "loss_inputs", "neg4_softmax", "neg4_softmax_t10", "bpr_neg4", "dns4",
           "neg16_softmax",
           "bpr_neg16", "dns16", "bpr_wd1e-4", "bpr_wd1e-5", "bpr_wd1e-6", "adam_lookahead_mean",
-          "adam_lookahead_softmax", "gen_eps", "gen_eps_mean", "gen_eps_valid", "bpr_meta"]
+          "adam_lookahead_softmax", "gen_eps", "gen_eps_mean", "gen_eps_valid", "bpr_meta",
+          "freeze", "freeze_noisy"]
 # Each variant is compared with plain BPR and with its control (what isolates its change).
 CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_authors_scaled",
            "neg4_softmax": "bpr_neg4", "neg4_softmax_t10": "bpr_neg4",
@@ -136,7 +149,8 @@ CONTROL = {"valid": "bpr_meta", "sgd_paper": "bpr_sgd", "authors_code": "bpr_aut
            "dns4": "bpr_neg4", "dns16": "bpr_neg16", "gen_eps": "til_ui",
            # the same run at Adam's default epsilon; gen_eps_valid's data control is bpr_meta
            # (and its epsilon control `valid`, compared in RESULTS.md)
-           "gen_eps_mean": "mean", "gen_eps_valid": "bpr_meta"}
+           "gen_eps_mean": "mean", "gen_eps_valid": "bpr_meta",
+           "freeze": "gen_eps_mean", "freeze_noisy": "gen_eps_mean"}
 CLEAN = ["bpr", "paper", "mean", "mean_lr2", "same_lr2", "authors", "valid", "bpr_meta"]
 NOISE = ["bpr", "paper", "authors_same", "valid", "bpr_meta"]
 SMALL = list(VARIANTS)  # the cheap stages run every variant
