@@ -135,8 +135,12 @@ def test_schedule_phases_batches_and_refusals(tmp_path):
     loop.build(_tiny(tmp_path, "til_mi", **{"til.pretrain_epochs": 2}))
   with pytest.raises(ConfigError, match="config.til.freeze_epoch"):   # group weights
     loop.build(_tiny(tmp_path, **{"train.negatives": 2, "til.weight_norm": "group_softmax"}))
-  from til_jax.til import modes
-  assert modes.resolve(_tiny(tmp_path, **{"til.mode": "paper"})).til.freeze_epoch == 0
+  # til.mode=paper is the paper's TIL: the method it builds never freezes
+  assert loop.build(_tiny(tmp_path, **{"til.mode": "paper"}))[2].freeze_epoch == 0
+  # the loop draws a TIL epoch's batches ahead (its hook only writes the frozen weights), not
+  # those of a sampler that reads the model (AOBPR)
+  assert loop.prefetches(method) and loop.prefetches(loop.build(_tiny(tmp_path, "bpr"))[2])
+  assert not loop.prefetches(loop.build(_tiny(tmp_path, "aobpr"))[2])
 
 
 def test_a_frozen_run_logs_its_weights_auroc_and_resumes_identically(tmp_path):
@@ -154,7 +158,10 @@ def test_a_frozen_run_logs_its_weights_auroc_and_resumes_identically(tmp_path):
   dataset, _, method, state, _ = loop.restore(cfg, str(tmp_path / "ref"), "latest")
   w = np.asarray(state.aux["pair_weight"])
   assert abs(auroc(w, dataset.extras["clean"]) - lines[3]["weight_auroc"]) < 1e-9
-  for stop in (2, 3):
+  def record(workdir):   # every epoch's record, less its timings
+    return [{k: v for k, v in json.loads(x).items() if "seconds" not in k}
+            for x in open(f"{workdir}/metrics.jsonl")]
+  for stop in (2, 3):   # stopped at the freeze (computed on resume) and after it (restored)
     work = str(tmp_path / f"stop{stop}")
     with cfg.unlocked():
       cfg.train.epochs = stop
@@ -163,3 +170,8 @@ def test_a_frozen_run_logs_its_weights_auroc_and_resumes_identically(tmp_path):
       cfg.train.epochs = 4
     got = loop.train_and_evaluate(cfg, work)
     assert got["valid"] == ref["valid"] and got["test"] == ref["test"], stop
+    assert record(work) == record(tmp_path / "ref"), stop
+    resumed = loop.restore(cfg, work, "latest")[3]
+    np.testing.assert_array_equal(np.asarray(resumed.aux["pair_weight"]), w)
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(state.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

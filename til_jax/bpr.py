@@ -128,6 +128,9 @@ class BPR:
   config_ignores: tuple[str, ...] = ()  # fields of those sections it does not read after all
   axis_name: str | None = None  # set by with_axis_name for the data-parallel step
   multi_negative = False        # a subclass that samples train.negatives > 1 itself says so
+  # Whether epoch_batches reads what on_epoch_start leaves in the state (then the loop draws no
+  # batches ahead of the epoch); None: judged by whether the method overrides on_epoch_start.
+  samples_from_state: bool | None = None
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)

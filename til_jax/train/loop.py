@@ -151,17 +151,27 @@ class _Signals:
       signal.signal(sig, old)
 
 
+def prefetches(method) -> bool:
+  """Whether the loop draws an epoch's batches ahead, beside the previous epoch (_Prefetcher)."""
+  from til_jax.bpr import BPR
+  reads = getattr(method, "samples_from_state", None)
+  if reads is None:
+    return type(method).on_epoch_start is BPR.on_epoch_start
+  return not reads
+
+
 class _Prefetcher:
   """Epoch e's batches, drawn on the host while the device runs epoch e - 1 (one worker thread).
 
-  Only for methods whose sampling does not read the state (no `on_epoch_start` hook: BPR, the
-  TIL family); the others sample in the loop as before. Either way epoch e draws from
-  default_rng([seed, e]), so the numbers are the same with or without prefetching."""
+  Only for methods whose sampling does not read the state: BPR, the TIL family (whose hook only
+  writes the frozen weights) and any method that says so (`samples_from_state = False`); one
+  that does not say is judged by whether it has an `on_epoch_start` hook. The others sample in
+  the loop as before. Either way epoch e draws from default_rng([seed, e]), so the numbers are
+  the same with or without prefetching."""
 
   def __init__(self, method, seed: int):
-    from til_jax.bpr import BPR
     self.method, self.seed = method, seed
-    self.enabled = type(method).on_epoch_start is BPR.on_epoch_start
+    self.enabled = prefetches(method)
     self.pool, self.pending = None, None
 
   def __enter__(self):

@@ -26,7 +26,7 @@ from til_jax import baselines, rows  # noqa: F401  (importing baselines register
 from til_jax.bpr import BPR
 from til_jax.data.dataset import CSR, split_meta
 from til_jax.data.sampling import UniformNegativeSampler, epoch_triplets
-from til_jax.errors import ConfigError
+from til_jax.errors import ConfigError, NonFiniteError
 from til_jax.registry import METHODS
 from til_jax.state import TrainState
 from til_jax.til import api, bilevel, modes, states
@@ -46,6 +46,9 @@ class TIL(BPR):
   config_sections = ("til",)
   # train.negatives = N: groups of N triplets, weighted by til.weight_norm=group_softmax
   multi_negative = True
+  # on_epoch_start only writes the frozen weights; the batches depend on the epoch alone, so the
+  # loop draws them ahead
+  samples_from_state = False
 
   def __init__(self, model, dataset, tx, config):
     super().__init__(model, dataset, tx, config)
@@ -61,9 +64,10 @@ class TIL(BPR):
     if rest:  # the loop picks each epoch's branch by its phase: pre-training is whole epochs
       raise ValueError(f"pre-training of {core.settings.pretrain_steps} steps is not whole epochs "
                        f"of {core.settings.steps_per_epoch}")
-    self.freeze_epoch = int(config.til.get("freeze_epoch", 0))
-    self.freeze_temper = float(config.til.get("freeze_temper", 1.0))
-    self.freeze_negatives = int(config.til.get("freeze_negatives", 4))
+    resolved = modes.resolve(config).til   # (til.mode=paper pins freeze_epoch to 0)
+    self.freeze_epoch = int(resolved.get("freeze_epoch", 0))
+    self.freeze_temper = float(resolved.get("freeze_temper", 1.0))
+    self.freeze_negatives = int(resolved.get("freeze_negatives", 4))
     if self.freeze_epoch and self.freeze_epoch <= self.pretrain_epochs:
       raise ConfigError(f"config.til.freeze_epoch: {self.freeze_epoch} must be after the "
                         f"{self.pretrain_epochs} epochs of pre-training (the generator is "
@@ -134,7 +138,8 @@ class TIL(BPR):
     w = np.maximum(w / self.freeze_negatives, 0.0) ** self.freeze_temper
     mean = w.mean()
     if not np.isfinite(mean) or mean <= 0:
-      raise FloatingPointError(f"til.freeze_epoch: the generator's weights have mean {mean}")
+      raise NonFiniteError(f"til.freeze_epoch: the generator's weights of the training pairs "
+                           f"have mean {mean}; nothing to freeze")
     return (w / mean).astype(np.float32)
 
   def epoch_update(self, phase: str):
