@@ -154,9 +154,9 @@ STEPS = [
     _importance("lastfm-mf-importance-eps-controls-clean", "lastfm", "clean", "bpr,mean,valid"),
     _importance("lastfm-mf-importance-eps-controls-noisy-pos", "lastfm", "noise", "bpr,mean,valid"),
     # ... whose early ranking of the injected positives fades as the model fits them: the
-    # early generator on the late model ranks them at AUROC 0.58, the late one on the early
-    # model at 0.71 (session 18, BUILD_NOTES), so the state, not the generator, loses the
-    # signal. The weights frozen per training pair after E epochs and tempered by t
+    # epoch-25 generator on the late model ranks them at AUROC 0.52-0.58 (experiments.
+    # weight_drift, results/weight_drift_lastfm*.csv), so the state loses the signal and only
+    # weights frozen per pair keep it. The weights frozen per training pair after E epochs and tempered by t
     # (til.freeze_*) on gen_eps_mean; E x t on valid (seed 0), clean and under Noisy-Pos (whose
     # valid is the held-out data a user of noisy data tunes on); own roots, since a point's
     # name omits --fixed

@@ -116,8 +116,8 @@ VARIANTS.update({
     "gen_eps_valid": ("til_ui", {"til.gen_eps": 1e-20, "til.weight_norm": "mean",
                                  "til.outer_batch": "valid"}),
     # ... whose early ranking the state loses as the model fits the injected positives (the
-    # early generator on the late model ranks them at AUROC 0.58, the late one on the early
-    # model at 0.71: experiments.weight_drift, session 18). gen_eps_mean with its weights
+    # epoch-25 generator on the late model ranks them at AUROC 0.52-0.58: experiments.
+    # weight_drift, results/weight_drift_lastfm*.csv). gen_eps_mean with its weights
     # frozen per training pair after E epochs and raised to t (til.freeze_*), E and t on valid
     # (seed 0, results/grid_lastfm_mf_til_ui_freeze*.csv): `freeze` at clean valid's best
     # (E 100, t 1: 0.2761; E 50 level, and E -> infinity is the control itself),
