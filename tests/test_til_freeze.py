@@ -175,3 +175,22 @@ def test_a_frozen_run_logs_its_weights_auroc_and_resumes_identically(tmp_path):
     np.testing.assert_array_equal(np.asarray(resumed.aux["pair_weight"]), w)
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(state.params)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_frozen_epochs_run_with_row_sparse_adam(tmp_path):
+  """optim.name=sparse_adam: the frozen epochs carry the row index and `pair`, and the lazy step
+  moves only the rows a frozen batch reads."""
+  from til_jax.train import loop
+  cfg = _tiny(tmp_path, **{"optim.name": "sparse_adam", "train.epochs": 3})
+  loop.train_and_evaluate(cfg, str(tmp_path / "w"))
+  lines = [json.loads(x) for x in open(tmp_path / "w" / "metrics.jsonl")]
+  assert [x["phase"] for x in lines] == ["main", "main", "frozen"]
+  assert np.isfinite(lines[-1]["loss"]) and lines[-1]["w_std"] > 0
+  dataset, model, method, state, consts = loop.restore(cfg, str(tmp_path / "w"), "latest")
+  b = jax.tree.map(lambda v: v[0], method.epoch_batches(3, np.random.default_rng(0)))
+  assert "pair" in b and "rows_item" in b
+  new, _ = jax.jit(lambda s, x: method.core.frozen_update(s, x, consts))(state, b)
+  read = np.unique(np.concatenate([b["pos"], b["neg"]]))
+  moved = np.flatnonzero(np.any(np.asarray(new.params["model"]["item"])
+                                != np.asarray(state.params["model"]["item"]), axis=1))
+  assert set(moved) <= set(read) and len(moved) > 0
