@@ -10,7 +10,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from til_jax.errors import InputError, NonFiniteError
+from experiments import cli
+from til_jax.errors import InputError
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
                                 lock_config=True)
@@ -37,23 +38,7 @@ def main(argv):
 
 
 def run(argv=None):
-  argv = sys.argv if argv is None else argv
-  try:
-    try:
-      flags.FLAGS(argv)
-    except flags.Error as e:
-      raise InputError(str(e).splitlines()[0]) from None
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-      # ml_collections reports an unknown or mistyped override this way.
-      bad = [a for a in argv[1:] if a.startswith("--config.")]
-      raise InputError(f"bad config override among {' '.join(bad) or argv[1:]}: {e}") from None
-    main(argv)
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
+  cli.run(main, argv)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ epoch budget is the only difference, so its state is the full run's at that epoc
 three checkpoints (early, the full run's best, its latest): the weights the generator gives the
 training pairs with the model's state (one uniform negative each, as the training loop's AUROC),
 their AUROC against the injected flags and their spread. One row each in --out.
-Bad input ends with one line `error: ...` and exit code 2.
+Bad input ends with one line `error: ...` and exit code 2 (experiments/cli.py).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli, common
 from til_jax.errors import InputError
 
 
@@ -44,7 +44,6 @@ def _define_flags() -> None:
 
 
 CHECKPOINTS = (("early", "early", "latest"), ("best", "full", "best"), ("latest", "full", "latest"))
-FIELDS = ("generator", "model", "generator_epoch", "model_epoch", "auroc", "w_std")
 
 
 def cross_auroc(config, early_dir: str, full_dir: str) -> list[dict]:
@@ -98,12 +97,7 @@ def main(argv) -> None:
   rows = cross_auroc(cfg, early_dir, full_dir)
   out = flags.FLAGS.out or os.path.join(root, "weight_drift.csv")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  tmp = out + ".tmp"
-  with open(tmp, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-  os.replace(tmp, out)
+  common.write_csv(out, rows)
   for r in rows:
     print(f"generator {r['generator']:6s} (epoch {r['generator_epoch']:4d})  model "
           f"{r['model']:6s} (epoch {r['model_epoch']:4d})  AUROC {r['auroc']:.3f}  "
@@ -112,20 +106,8 @@ def main(argv) -> None:
 
 
 def run(argv=None):
-  argv = sys.argv if argv is None else argv
   _define_flags()
-  try:
-    try:
-      flags.FLAGS(argv)
-    except flags.Error as e:
-      raise InputError(str(e).splitlines()[0]) from None
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-      bad = [a for a in argv[1:] if a.startswith("--config.")]
-      raise InputError(f"bad config override among {' '.join(bad) or argv[1:]}: {e}") from None
-    main(argv)
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run(main, argv)
 
 
 if __name__ == "__main__":

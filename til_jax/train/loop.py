@@ -341,11 +341,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         te = time.time()
         valid = evaluate(state, valid_ev)
         record["valid"] = valid
-        if clean is not None and method.phase(epoch) == "frozen":   # the weights it trains with
-          w = np.asarray(jax.device_get(parallel.local(state).aux["pair_weight"]))
-          record["weight_auroc"] = auroc(w, clean)
-        elif clean is not None and method.phase(epoch) != "pretrain":  # (an untrained generator)
-          w = all_triplet_weights(method, parallel.local(state), dataset, consts)[3]
+        if clean is not None and method.phase(epoch) != "pretrain":  # (an untrained generator)
+          local = parallel.local(state)
+          w = (np.asarray(jax.device_get(local.aux["pair_weight"]))  # the weights it trains with
+               if method.phase(epoch) == "frozen"
+               else all_triplet_weights(method, local, dataset, consts)[3])
           record["weight_auroc"] = auroc(w, clean)
         record["eval_seconds"] = round(time.time() - te, 3)
         if valid[metric] > meta["best"]:
