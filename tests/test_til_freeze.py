@@ -177,6 +177,24 @@ def test_a_frozen_run_logs_its_weights_auroc_and_resumes_identically(tmp_path):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_run_whose_best_is_before_the_freeze_says_it_reports_its_control(tmp_path, caplog):
+  """A run that ends before `til.freeze_epoch` (or peaks before it) reports the unfrozen run:
+  metrics.json's best_phase says "main" and the log says what that means."""
+  import logging
+
+  from til_jax.train import loop
+  cfg = _tiny(tmp_path, **{"til.freeze_epoch": 3, "train.epochs": 2})
+  with caplog.at_level(logging.WARNING, logger="til_jax"):
+    got = loop.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert got["best_phase"] == "main" and got["epochs"] == 2
+  assert "before til.freeze_epoch=3" in caplog.text and "control" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="til_jax"):   # no freeze: nothing to say
+    loop.train_and_evaluate(_tiny(tmp_path, **{"til.freeze_epoch": 0, "train.epochs": 2}),
+                            str(tmp_path / "plain"))
+  assert "freeze_epoch" not in caplog.text
+
+
 def test_frozen_epochs_run_with_row_sparse_adam(tmp_path):
   """optim.name=sparse_adam: the frozen epochs carry the row index and `pair`, and the lazy step
   moves only the rows a frozen batch reads."""

@@ -404,6 +404,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log.warning("the best checkpoint (epoch %d) is from pre-training, which is plain BPR: the "
                 "reported metrics are not %s's (a shorter til.pretrain_epochs lets its own phase "
                 "run)", final["best_epoch"], method.name)
+  freeze_epoch = getattr(method, "freeze_epoch", 0)
+  if freeze_epoch and final["best_phase"] != "frozen":
+    log.warning("the best checkpoint (epoch %d of %d trained) is from before til.freeze_epoch=%d: "
+                "the reported metrics are the unfrozen run's, i.e. its control's",
+                final["best_epoch"], final["epochs"], freeze_epoch)
   if meta["epoch"] > first_epoch:  # a finished workdir read again adds no second test point
     board.final(final, int(meta["epoch"]))
   board.close()
