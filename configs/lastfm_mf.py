@@ -27,7 +27,7 @@ BASELINE_KNOBS = {
     # (exponent 0 is uniform sampling, i.e. BPR: 0.2717 at this lr and L2)
     "baselines.wbpr_exponent": 0.25,
     # PRIS (grid_lastfm_mf_pris.csv, _pris_edge.csv): K 5 of {5, 20, 100}: 0.2589 (0.2581,
-    # 0.2563: flat within 1%)
+    # 0.2576: flat within 1%; K 100 was 0.2563 before its 2026-12-08 rerun)
     "baselines.pris_clusters": 5,
 }
 
