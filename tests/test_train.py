@@ -138,6 +138,7 @@ def _cli_args(data, work, epochs, method="bpr"):
 @pytest.mark.parametrize("method,kill_points", [
     ("bpr", (2, 6)),  # killed twice, at different points
     ("til_mi", (4,)),  # once, after the pre-training (epoch 2): the clusters are in the state
+    ("pris", (3,)),  # its sampler is rebuilt from the restored state each epoch
 ])
 def test_sigkill_then_resume_gives_identical_metrics(tmp_path, method, kill_points):
   data = write_split(str(tmp_path / "data"), n_users=60, n_items=45)
