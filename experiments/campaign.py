@@ -253,6 +253,10 @@ STEPS = [
     # point below it, where the clustering loss hardly pulls the items
     _grid("amazon-cd-mf-til_mi-gamma-edge", "amazon-cd", "mf", "til_mi", "til.gamma=1e-6",
           out="grid_amazon_cd_mf_til_mi_edge.csv", tunes=True),
+    # ... and the test of why: TIL-MI with mean-one weights (no loss scale at the switch). If it
+    # does not stall, the paper's weights' mean (~0.55 then) is what holds it back, via L2
+    _grid("amazon-cd-mf-til_mi-mean-weights", "amazon-cd", "mf", "til_mi", "til.weight_norm=mean",
+          out="grid_amazon_cd_mf_til_mi_mean_weights.csv"),
     # Gowalla and Amazon-CD x MF rows (#16 items 2 and 3)
     _table1("gowalla-mf-table1", "gowalla", "mf", "bpr,pris,til_ui,til_mi"),
     # ... Amazon-CD's BPR seeds first: they wait only for BPR's grids (untuned), not the screens
